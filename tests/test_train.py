@@ -1,0 +1,130 @@
+"""The train stage on real data, small: BasicMotions (classifier) and KDD-TSAD 135 (forecaster)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import Bundle
+from train.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _small_config(tmp_path: Path, base: str, **train) -> Path:
+    """A copy of a shipped config with fewer epochs (the tests check plumbing, not accuracy)."""
+    text = (ROOT / "configs" / base).read_text()
+    for key, value in train.items():
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+        text = "\n".join(lines).replace("[train]\n", f"[train]\n{key} = {value}\n", 1)
+    path = tmp_path / base
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bm_bundle(tmp_path_factory) -> Path:
+    from train.train import run
+
+    tmp = tmp_path_factory.mktemp("bm")
+    cfg = _small_config(tmp, "basic_motions.toml", epochs=12)
+    return run(str(cfg), str(tmp / "bundle"))
+
+
+def test_classifier_bundle_is_complete_and_verifies(bm_bundle: Path) -> None:
+    b = Bundle.open(bm_bundle)
+    b.verify_all()
+    m = b.manifest
+    assert m["task"] == "classification"
+    assert m["labels"] == ["standing", "running", "walking", "badminton"]
+    assert len(m["preprocess"]["mean"]) == len(m["dataset"]["channels"]) == 6
+    for name in ("model_float.keras", "reference.npz", "reports/train.json"):
+        assert name in m["artifacts"]
+    ref = b.load_npz("reference.npz")
+    n = m["dataset"]["n_windows"]["test"]
+    assert ref["x_counts"].shape == (n, 50, 6) and ref["x_counts"].dtype == np.int16
+    assert ref["probs"].shape == (n, 4)
+    # The float windows are the normalized counts: one preprocessing implementation.
+    from edge_runtime import preprocess
+
+    scale = np.array([c["scale"] for c in m["dataset"]["channels"]])
+    again = preprocess.normalize(
+        ref["x_counts"], scale, m["preprocess"]["mean"], m["preprocess"]["std"]
+    )
+    np.testing.assert_array_equal(again, ref["x_float"])
+    rep = b.read_json("reports/train.json")
+    # 12 epochs of a tiny model on BasicMotions: measured 0.95-0.98; chance is 0.25.
+    assert rep["test"]["accuracy"] >= 0.8
+    assert rep["test"]["accuracy"] == pytest.approx(
+        float(np.mean(ref["probs"].argmax(1) == ref["y"]))
+    )
+
+
+def test_same_config_and_seed_give_same_metrics(bm_bundle: Path, tmp_path: Path) -> None:
+    from train.train import run
+
+    cfg = _small_config(tmp_path, "basic_motions.toml", epochs=12)
+    again = run(str(cfg), str(tmp_path / "again"))
+    a = Bundle.open(bm_bundle).load_npz("reference.npz")
+    b = Bundle.open(again).load_npz("reference.npz")
+    np.testing.assert_array_equal(a["probs"], b["probs"])  # tolerance 0: seeded, deterministic ops
+    assert (bm_bundle / "reference.npz").read_bytes() == (again / "reference.npz").read_bytes()
+
+
+def test_forecaster_bundle_scores_the_test_series(tmp_path: Path) -> None:
+    from train.train import run
+
+    cfg = _small_config(tmp_path, "anomaly.toml", epochs=4)
+    out = run(str(cfg), str(tmp_path / "anomaly"))
+    b = Bundle.open(out)
+    m = b.manifest
+    assert m["task"] == "forecast"
+    assert m["thresholds"]["anomaly_score"] > 0
+    ref = b.load_npz("reference.npz")
+    assert ref["series_counts"].shape == (7501, 1)
+    assert ref["labels"].sum() == 12  # labelled 4187..4198
+    rep = b.read_json("reports/train.json")
+    for key in ("hit", "margin", "point_auc", "window_auc", "false_alarms", "detection_delay"):
+        assert key in rep["test"]
+    assert rep["baseline_persistence"]["hit"]  # the naive score finds this anomaly too
+
+
+def test_a_failed_run_leaves_the_previous_bundle(bm_bundle: Path, tmp_path: Path) -> None:
+    from train.data import DataError
+    from train.train import run
+
+    before = json.loads((bm_bundle / "manifest.json").read_text())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("acc_x,label,recording\n1.0,a,r1\n")
+    with pytest.raises(DataError, match="bad.csv"):
+        run(str(ROOT / "configs/basic_motions.toml"), str(bm_bundle), data_path=str(bad))
+    assert json.loads((bm_bundle / "manifest.json").read_text()) == before
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "name = 'x'\n[data]\nwindow = 0\nhop = 1\n",
+            r"\[data\].window: expected a positive integer",
+        ),
+        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[bogus]\n", r"unknown section\(s\) \['bogus'\]"),
+        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[train]\nepoch = 3\n", r"\[train\]"),
+        ("name = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_named(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(p)
+
+
+def test_model_config_rejects_what_cannot_be_one_step(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[model]\ngru_units = [32, 32, 32]\n")
+    with pytest.raises(ConfigError, match="1 or 2 layers"):
+        load_config(p).model_config(6, 4)

@@ -1,0 +1,161 @@
+"""Activity recognition: windows → model selection on validation groups → float model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_runtime import metrics, preprocess
+from train.config import Config
+from train.data import DataError, SensorData
+from train.fit import fit_model, predict
+
+
+@dataclass
+class Split:
+    counts: np.ndarray  # (N, T, C) int16
+    y: np.ndarray  # (N,) int
+    groups: np.ndarray  # (N,) str
+    starts: np.ndarray  # (N,) window start sample within its recording
+
+
+def make_windows(data: SensorData, part: str, window: int, hop: int) -> Split:
+    """Label-pure windows of one split part (windows from bring-your-own .npz as given)."""
+    if data.windows is not None:
+        keep = np.isin(data.window_groups, data.split[part])
+        return Split(
+            data.windows[keep],
+            np.asarray(data.window_labels)[keep].astype(np.int64),
+            np.asarray(data.window_groups)[keep].astype(str),
+            np.zeros(int(keep.sum()), np.int64),
+        )
+    xs, ys, gs, ss = [], [], [], []
+    for rec in data.recordings_of(part):
+        starts, x, y = preprocess.windows(rec.counts, rec.labels, window, hop)
+        xs.append(x)
+        ys.append(y)
+        gs.append(np.full(len(y), rec.group))
+        ss.append(starts)
+    if not xs or sum(len(y) for y in ys) == 0:
+        raise DataError(
+            f"{data.source}: no complete label-pure window of {window} samples in '{part}'"
+        )
+    return Split(
+        np.concatenate(xs).astype(np.int16),
+        np.concatenate(ys).astype(np.int64),
+        np.concatenate(gs).astype(str),
+        np.concatenate(ss).astype(np.int64),
+    )
+
+
+def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
+    pred = probs.argmax(axis=1)
+    return {
+        "accuracy": metrics.accuracy(y, pred),
+        "macro_f1": metrics.macro_f1(y, pred, n_classes),
+        "per_class_f1": [float(v) for v in metrics.per_class_f1(y, pred, n_classes)],
+        "confusion": metrics.confusion_matrix(y, pred, n_classes).tolist(),
+        "n": int(len(y)),
+    }
+
+
+def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = None) -> dict:
+    """Select a model on validation groups, train it, evaluate once on test groups.
+
+    Returns everything the bundle needs: model, normalization, windows, metrics, logs.
+    """
+    scale = np.array([c.scale for c in data.channels])
+    tr = make_windows(data, "train", cfg.window, cfg.hop)
+    va = make_windows(data, "val", cfg.window, cfg.hop)
+    te = make_windows(data, "test", cfg.window, cfg.hop)
+    mean, std = preprocess.fit_normalization(tr.counts.reshape(-1, data.n_channels), scale)
+
+    def norm(s: Split) -> np.ndarray:
+        return preprocess.normalize(s.counts, scale, mean, std)
+
+    x_tr, x_va, x_te = norm(tr), norm(va), norm(te)
+    n_classes = len(data.label_names)
+
+    # Model selection: candidates scored on validation groups only.
+    selection: list[dict] = []
+    overrides: dict = {}
+    trained: dict[str, tuple] = {}  # candidate name -> (model, history), reused when selected
+    if cfg.select_enabled:
+        for cand in cfg.candidates:
+            mcfg = cfg.model_config(data.n_channels, n_classes, cand.model)
+            t0 = time.perf_counter()
+            model, hist = fit_model(
+                mcfg, cfg.train, x_tr, tr.y, x_va, va.y, desc=f"select {cand.name}"
+            )
+            val = evaluate(predict(model, x_va), va.y, n_classes)
+            trained[cand.name] = (model, hist, time.perf_counter() - t0)
+            selection.append(
+                {
+                    "name": cand.name,
+                    "model": mcfg.to_dict(),
+                    "params": int(model.count_params()),
+                    "val_accuracy": val["accuracy"],
+                    "val_macro_f1": val["macro_f1"],
+                    "epochs_run": hist["epochs_run"],
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
+            print(
+                f"  candidate {cand.name:14s} val acc {val['accuracy']:.4f} "
+                f"macro-F1 {val['macro_f1']:.4f} ({selection[-1]['seconds']} s)"
+            )
+        best = max(selection, key=lambda s: s[cfg.select_metric])
+        best["selected"] = True
+        overrides = next(c.model for c in cfg.candidates if c.name == best["name"])
+        chosen = best["name"]
+    else:
+        chosen = None
+    mcfg = cfg.model_config(data.n_channels, n_classes, overrides)
+
+    runs = []
+    final = None
+    for seed in seeds or [cfg.train.seed]:
+        settings = type(cfg.train)(**{**cfg.train.__dict__, "seed": seed})
+        if chosen is not None and seed == cfg.train.seed:
+            # Training is deterministic: the selected candidate is this very run.
+            model, hist, seconds = trained[chosen]
+        else:
+            t0 = time.perf_counter()
+            model, hist = fit_model(
+                mcfg, settings, x_tr, tr.y, x_va, va.y, desc=f"train seed {seed}"
+            )
+            seconds = time.perf_counter() - t0
+        p_te = predict(model, x_te)
+        run = {
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "history": hist,
+            "val": evaluate(predict(model, x_va), va.y, n_classes),
+            "test": evaluate(p_te, te.y, n_classes),
+        }
+        runs.append(run)
+        print(
+            f"  seed {seed}: test acc {run['test']['accuracy']:.4f} "
+            f"macro-F1 {run['test']['macro_f1']:.4f} ({run['seconds']} s, "
+            f"{hist['epochs_run']} epochs)"
+        )
+        if final is None:
+            final = (model, p_te)
+    model, p_te = final
+    return {
+        "model": model,
+        "model_config": mcfg,
+        "mean": mean,
+        "std": std,
+        "scale": scale,
+        "train": tr,
+        "val": va,
+        "test": te,
+        "test_probs": p_te,
+        "x_test": x_te,
+        "runs": runs,
+        "selection": selection,
+        "n_windows": {"train": len(tr.y), "val": len(va.y), "test": len(te.y)},
+    }

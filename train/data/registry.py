@@ -1,0 +1,52 @@
+"""Dataset names used in configs (``[data].dataset``) and their loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from train.data import DataError, SensorData
+
+
+def _hapt() -> SensorData:
+    from train.data.hapt import load_hapt
+
+    return load_hapt()
+
+
+def _kdd() -> SensorData:
+    from train.data.kdd_tsad import load_kdd_tsad_135
+
+    return load_kdd_tsad_135()
+
+
+def _basic_motions() -> SensorData:
+    from train.data.basic_motions import load_basic_motions
+
+    return load_basic_motions()
+
+
+DATASETS: dict[str, Callable[[], SensorData]] = {
+    "hapt": _hapt,
+    "kdd_tsad_135": _kdd,
+    "basic_motions": _basic_motions,
+}
+
+
+def load_dataset(
+    name_or_path: str | Path, window: int | None = None, sample_rate: float | None = None
+) -> SensorData:
+    """A packaged data set by name (see :data:`DATASETS`), else a bring-your-own file.
+
+    ``window`` and ``sample_rate`` apply to bring-your-own files only.
+    """
+    key = str(name_or_path)
+    if key in DATASETS:
+        return DATASETS[key]()
+    if Path(key).suffix.lower() in (".npz", ".csv"):
+        from train.data.byo import load_byo
+
+        return load_byo(key, window=window, sample_rate=sample_rate)
+    raise DataError(
+        f"{key}: unknown data set, expected one of {sorted(DATASETS)} or a .npz / .csv file"
+    )

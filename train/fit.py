@@ -1,0 +1,99 @@
+"""Seeded, deterministic Keras training on 2 CPU cores, with a progress bar."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from train.config import TrainSettings
+from train.model import ModelConfig, build_model
+
+_configured = False
+
+
+def configure_tf() -> None:
+    """Deterministic kernels and a thread budget that fits a 2-core machine."""
+    global _configured
+    if _configured:
+        return
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.experimental.enable_op_determinism()
+    _configured = True
+
+
+class EpochBar(keras.callbacks.Callback):
+    """One tqdm bar over epochs showing the latest losses (Keras' own bar is per batch)."""
+
+    def __init__(self, epochs: int, desc: str) -> None:
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k != "learning_rate"})
+        self.bar.update(1)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.bar.close()
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Balanced weights: n / (K · count_k); a class absent from training gets 1."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 1.0)
+    return {i: float(v) for i, v in enumerate(w)}
+
+
+def fit_model(
+    mcfg: ModelConfig,
+    settings: TrainSettings,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    desc: str,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[keras.Model, dict]:
+    """Train one model with early stopping on validation loss; returns it and its history."""
+    configure_tf()
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(mcfg)
+    if mcfg.head == "softmax":
+        loss, metrics = "sparse_categorical_crossentropy", ["accuracy"]
+    else:
+        loss, metrics = "mse", []
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate, clipnorm=settings.clipnorm),
+        loss=loss,
+        metrics=metrics,
+    )
+    cw = None
+    if mcfg.head == "softmax" and settings.class_weights:
+        cw = class_weights(y_train, mcfg.n_outputs)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+    )
+    hist = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        class_weight=cw,
+        sample_weight=sample_weight,
+        shuffle=True,
+        verbose=0,
+        callbacks=[stop, EpochBar(settings.epochs, desc)],
+    )
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    history["epochs_run"] = len(history["loss"])
+    history["best_epoch"] = int(np.argmin(history["val_loss"])) + 1
+    return model, history
+
+
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
