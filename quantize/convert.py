@@ -1,0 +1,536 @@
+"""Full-int8 conversion of the single-step model (and, optionally, the unrolled window model).
+
+The GRU state is carried in int8 from step to step. ``convert_step`` makes the
+quantization of every ``hN_in`` identical to that of ``hN_out`` by construction:
+it calibrates, then sets the recorded range of both tensors to one range before
+the quantizer runs. ``state="unit"`` (default) uses [−1, 127/128], i.e. scale
+1/128 and zero point 0 exactly, since a GRU state lies in (−1, 1);
+``state="union"`` uses the union of the two calibrated ranges. A device copies
+``h_out`` bytes into ``h_in`` unchanged. With ``state="calibrated"`` the ranges
+are left as the calibrator found them (they differ, often by one float ulp);
+``step_info`` then records the integer requantization a device would have to
+apply between steps.
+
+Every conversion is checked by ``check_purity``: no FLOAT32 tensor, ops only
+from an allowed list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.lite.python import convert as _tfl_convert
+from tensorflow.lite.tools import flatbuffer_utils
+
+from quantize.step_model import (
+    build_step_model,
+    input_names,
+    output_names,
+    run_float_chain,
+    state_names,
+    step_inputs,
+)
+from quantize.tflite_graph import GraphInfo, io_tensors, read_graph
+from train.model import ModelConfig
+
+# Ops the step model may contain: what the converter emits for it and what TFLM implements.
+STEP_OPS: tuple[str, ...] = (
+    "FULLY_CONNECTED",
+    "SPLIT",
+    "SPLIT_V",
+    "ADD",
+    "SUB",
+    "MUL",
+    "LOGISTIC",
+    "TANH",
+    "SOFTMAX",
+)
+# The unrolled window model adds the ops that slice the window into steps.
+WINDOW_OPS: tuple[str, ...] = (
+    *STEP_OPS,
+    "STRIDED_SLICE",
+    "RESHAPE",
+    "UNPACK",
+    "PAD",
+    "CONV_2D",
+    "EXPAND_DIMS",
+    "SQUEEZE",
+    "CONCATENATION",
+    "PACK",
+    "TRANSPOSE",
+)
+_STATE_MODES = ("unit", "union", "calibrated")
+# "unit": h ∈ (−1, 1), so [−1, 127/128] gives scale 1/128, zero point 0 exactly.
+_UNIT_RANGE = (-1.0, 127.0 / 128.0)
+
+
+class PurityError(ValueError):
+    """A converted model is not pure int8: names the offending op or tensor."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Swallow what the exporter and converter print to stdout ("Saved artifact at …")."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _converter(model: keras.Model, workdir: str) -> tf.lite.TFLiteConverter:
+    path = os.path.join(workdir, "saved_model")
+    with _quiet():
+        model.export(path, format="tf_saved_model", verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(path)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv
+
+
+def _dataset(calibration: dict[str, np.ndarray]) -> Any:
+    lengths = {k: len(v) for k, v in calibration.items()}
+    if len(set(lengths.values())) != 1 or not lengths:
+        raise ValueError(f"calibration arrays must have one common length, found {lengths}")
+    n = next(iter(lengths.values()))
+    arrays = {k: np.asarray(v, np.float32) for k, v in sorted(calibration.items())}
+
+    def gen() -> Iterable[dict[str, np.ndarray]]:
+        for i in range(n):
+            yield {k: v[i : i + 1] for k, v in arrays.items()}
+
+    return gen
+
+
+def _set_state_ranges(
+    calibrated: bytes, pairs: list[tuple[str, str]], mode: str
+) -> tuple[bytes, dict]:
+    """Give each (h_in, h_out) pair of tensors one range: the unit range, or their union."""
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    sig = model.signatureDefs[0]
+    by_name = {}
+    for m in [*sig.inputs, *sig.outputs]:
+        name = m.name.decode() if isinstance(m.name, bytes) else m.name
+        by_name[name] = m.tensorIndex
+    tensors = model.subgraphs[0].tensors
+    ranges = {}
+    for a, b in pairs:
+        qa, qb = tensors[by_name[a]].quantization, tensors[by_name[b]].quantization
+        if qa is None or qb is None or qa.min is None or qb.min is None:
+            raise RuntimeError(f"calibration recorded no range for {a} or {b}")
+        if mode == "unit":
+            lo, hi = _UNIT_RANGE
+        else:
+            lo = float(min(np.min(qa.min), np.min(qb.min)))
+            hi = float(max(np.max(qa.max), np.max(qb.max)))
+        ranges[a] = {"calibrated": [float(qa.min[0]), float(qa.max[0])], "set": [lo, hi]}
+        ranges[b] = {"calibrated": [float(qb.min[0]), float(qb.max[0])], "set": [lo, hi]}
+        for q in (qa, qb):
+            q.min = np.array([lo], np.float32)
+            q.max = np.array([hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), ranges
+
+
+def convert_step(
+    step_model: keras.Model,
+    calibration: dict[str, np.ndarray],
+    *,
+    state: str = "unit",
+) -> bytes:
+    """Convert the single-step model to full int8 and return the .tflite bytes.
+
+    ``calibration`` maps every input name (``x``, ``h1_in``, …) to an array
+    ``(n, width)`` of float (x, h_{t−1}) pairs, e.g. from ``calibration_pairs``.
+    ``state="equal"`` (default) makes each ``hN_in`` and ``hN_out`` share one
+    quantization (see the module doc); ``"calibrated"`` keeps the calibrator's.
+    """
+    if state not in _STATE_MODES:
+        raise ValueError(f"state: expected one of {_STATE_MODES}, found {state!r}")
+    names = sorted(step_model.input.keys()) if isinstance(step_model.input, dict) else None
+    if names is not None and sorted(calibration) != names:
+        raise ValueError(f"calibration keys {sorted(calibration)} != model inputs {names}")
+    with tempfile.TemporaryDirectory(prefix="tinygru-convert-") as tmp:
+        conv = _converter(step_model, tmp)
+        conv.representative_dataset = _dataset(calibration)
+        if state == "calibrated":
+            with _quiet():
+                return bytes(conv.convert())
+        conv._experimental_calibrate_only = True
+        with _quiet():
+            calibrated = bytes(conv.convert())
+    outs = [n for n in step_model.output] if isinstance(step_model.output, dict) else []
+    pairs = [(n, n.replace("_in", "_out")) for n in (names or []) if n.endswith("_in")]
+    missing = [b for _, b in pairs if b not in outs]
+    if missing:
+        raise ValueError(f"step model lacks state output(s) {missing}")
+    calibrated, _ = _set_state_ranges(calibrated, pairs, state)
+    with _quiet():
+        quantized = _tfl_convert.mlir_quantize(
+            calibrated,
+            disable_per_channel=False,
+            input_data_type=tf.int8,
+            output_data_type=tf.int8,
+        )
+    return bytes(_tfl_convert.deduplicate_readonly_buffers(quantized))
+
+
+def check_purity(tflite_bytes: bytes, allowed_ops: Iterable[str] = STEP_OPS) -> dict[str, Any]:
+    """Raise ``PurityError`` if any tensor is FLOAT32 or any op is not in ``allowed_ops``.
+
+    Returns the graph summary (op list in execution order, counts, sizes).
+    """
+    graph = read_graph(tflite_bytes)
+    allowed = set(allowed_ops)
+    if graph.n_subgraphs != 1:
+        raise PurityError(f"expected one subgraph, found {graph.n_subgraphs} (a WHILE loop?)")
+    for op in graph.ops:
+        if op.op not in allowed:
+            outs = [graph.tensors[i].name for i in op.outputs]
+            raise PurityError(
+                f"op #{op.index} {op.op} (outputs {outs}) is not in the allowed ops "
+                f"{sorted(allowed)}"
+            )
+    for t in graph.tensors:
+        if t.dtype == "FLOAT32":
+            users = [o.op for o in graph.ops if t.index in o.inputs or t.index in o.outputs]
+            raise PurityError(f"tensor #{t.index} {t.name!r} is FLOAT32 (used by {users})")
+        if t.dtype in ("INT8", "INT16") and not t.scale:
+            raise PurityError(f"tensor #{t.index} {t.name!r} is {t.dtype} without quantization")
+    return graph.summary()
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: ``real ≈ m · 2^(shift − 31)`` with m in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    mant, shift = math.frexp(real)
+    m = round(mant * (1 << 31))
+    if m == 1 << 31:
+        m //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return int(m), int(shift)
+
+
+def requantize(q: np.ndarray, zp_from: int, zp_to: int, multiplier: int, shift: int) -> np.ndarray:
+    """``zp_to + MultiplyByQuantizedMultiplier(q − zp_from, multiplier, shift)``, clamped to int8.
+
+    Rounding as TFLite's reference: a saturating rounding doubling high multiply
+    (round half away from zero) followed by a rounding right shift
+    (round half away from zero).
+    """
+    x = np.asarray(q, np.int64) - zp_from
+    left = max(shift, 0)
+    right = max(-shift, 0)
+    x = x * (1 << left)
+    prod = x * multiplier
+    nudge = np.where(prod >= 0, 1 << 30, 1 - (1 << 30))
+    high = (prod + nudge) // (1 << 31)
+    high = np.where(prod + nudge < 0, -((-(prod + nudge)) // (1 << 31)), high)
+    if right:
+        mask = (1 << right) - 1
+        rem = high & mask
+        threshold = (mask >> 1) + (high < 0)
+        high = (high >> right) + (rem > threshold)
+    return np.clip(high + zp_to, -128, 127).astype(np.int8)
+
+
+def step_info(tflite_bytes: bytes, cfg: ModelConfig) -> dict[str, Any]:
+    """What a device needs to know about a converted step model.
+
+    ``ops`` (execution order), ``n_ops``, ``n_tensors``, ``size_bytes``,
+    ``inputs`` / ``outputs`` (logical name → tensor index, position, scale,
+    zero point), and per state ``state[hN]``: whether ``hN_in`` and ``hN_out``
+    share one quantization and, if not, the integer requantization from
+    ``hN_out`` to ``hN_in`` (``multiplier``, ``shift``, rounding as
+    :func:`requantize`).
+    """
+    graph = read_graph(tflite_bytes)
+    io_ = io_tensors(graph, input_names(cfg), output_names(cfg))
+    info: dict[str, Any] = graph.summary()
+    info.update(io_)
+    states: dict[str, Any] = {}
+    for a, b in zip(*state_names(cfg), strict=True):
+        qi, qo = io_["inputs"][a], io_["outputs"][b]
+        equal = qi["scale"] == qo["scale"] and qi["zero_point"] == qo["zero_point"]
+        entry: dict[str, Any] = {"equal": equal}
+        if not equal:
+            m, s = quantize_multiplier(qo["scale"] / qi["scale"])
+            entry["requantize"] = {
+                "from": b,
+                "to": a,
+                "multiplier": m,
+                "shift": s,
+                "zero_point_from": qo["zero_point"],
+                "zero_point_to": qi["zero_point"],
+                "rounding": "TFLite MultiplyByQuantizedMultiplier (half away from zero)",
+            }
+        states[a[: -len("_in")]] = entry
+    info["state"] = states
+    info["state_equal"] = all(e["equal"] for e in states.values())
+    return info
+
+
+def io_map(interpreter: Any, cfg: ModelConfig | None = None) -> dict[str, dict[str, Any]]:
+    """Logical name (``x``, ``h1_in``, ``h1_out``, ``y``, …) → tensor details of an interpreter.
+
+    Works with ``ai_edge_litert`` / ``tf.lite`` interpreters: the signature runner's
+    names when the model has a signature, the tensor names otherwise (prefixes
+    such as ``serving_default_`` and ``:0`` suffixes are ignored). Each entry has
+    ``index`` (tensor index), ``position`` (index among the model's inputs or
+    outputs), ``shape``, ``dtype``, ``scale``, ``zero_point``.
+    """
+    from quantize.tflite_graph import logical_name
+
+    ins = interpreter.get_input_details()
+    outs = interpreter.get_output_details()
+    if cfg is not None:
+        known_in, known_out = input_names(cfg), output_names(cfg)
+    else:
+        known_in = ["x", "h1_in", "h2_in"]
+        known_out = ["h1_out", "h2_out", "y"]
+    sig: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        sigs = interpreter._get_full_signature_list()
+        if sigs:
+            sig = next(iter(sigs.values()))
+    result: dict[str, dict[str, Any]] = {}
+    for details, known, key in ((ins, known_in, "inputs"), (outs, known_out, "outputs")):
+        by_index = {d["index"]: (pos, d) for pos, d in enumerate(details)}
+        sig_map = {k: v for k, v in sig.get(key, {}).items() if k in known}
+        for d in details:
+            ln = logical_name(d["name"], known)
+            if ln is not None and ln not in sig_map:
+                sig_map[ln] = d["index"]
+        for name, idx in sig_map.items():
+            pos, d = by_index[idx]
+            scale, zp = d["quantization"]
+            result[name] = {
+                "index": int(idx),
+                "position": pos,
+                "shape": [int(v) for v in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale),
+                "zero_point": int(zp),
+            }
+    missing = [n for n in [*known_in, *known_out] if n not in result and cfg is not None]
+    if missing:
+        raise KeyError(f"interpreter has no tensor for {missing}")
+    return result
+
+
+def quantize_values(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float → int8 as TFLite quantizes: ``clamp(zp + round_half_away(v / scale), −128, 127)``."""
+    v = np.asarray(values, np.float64) / scale
+    r = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return np.clip(r + zero_point, -128, 127).astype(np.int8)
+
+
+def dequantize_values(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((np.asarray(q, np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class Int8Step:
+    """One int8 step model in an interpreter, fed and read by logical name.
+
+    ``backend``: ``"litert"`` (ai_edge_litert with its built-in kernels, no
+    default delegate) or ``"tflm"`` (the TFLM kernels through ``tflite_micro``).
+    """
+
+    def __init__(self, tflite_bytes: bytes, cfg: ModelConfig, backend: str = "litert") -> None:
+        self.cfg = cfg
+        self.backend = backend
+        graph = read_graph(tflite_bytes)
+        self.io = io_tensors(graph, input_names(cfg), output_names(cfg))
+        if backend == "litert":
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            self._it = Interpreter(
+                model_content=tflite_bytes,
+                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            )
+            self._it.allocate_tensors()
+        elif backend == "tflm":
+            from tflite_micro import runtime
+
+            self._it = runtime.Interpreter.from_bytes(
+                tflite_bytes, arena_size=max(64 * 1024, 10 * len(tflite_bytes))
+            )
+        else:
+            raise ValueError(f"backend: expected 'litert' or 'tflm', found {backend!r}")
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one step on int8 inputs ``{name: (1, width)}``; returns int8 outputs by name."""
+        ins, outs = self.io["inputs"], self.io["outputs"]
+        for name, value in feed.items():
+            value = np.ascontiguousarray(value, np.int8).reshape(ins[name]["shape"])
+            if self.backend == "litert":
+                self._it.set_tensor(ins[name]["index"], value)
+            else:
+                self._it.set_input(value, ins[name]["position"])
+        self._it.invoke()
+        if self.backend == "litert":
+            return {n: self._it.get_tensor(d["index"]).copy() for n, d in outs.items()}
+        return {n: np.array(self._it.get_output(d["position"])) for n, d in outs.items()}
+
+    def zero_state(self) -> dict[str, np.ndarray]:
+        """The int8 encoding of h = 0 for every state input."""
+        ins = self.io["inputs"]
+        return {
+            n: np.full((1, u), ins[n]["zero_point"], np.int8)
+            for n, u in zip(state_names(self.cfg)[0], self.cfg.gru_units, strict=True)
+        }
+
+    def carry(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The next step's state inputs from this step's outputs (requantized only if needed)."""
+        ins, outs = self.io["inputs"], self.io["outputs"]
+        nxt = {}
+        for a, b in zip(*state_names(self.cfg), strict=True):
+            qi, qo = ins[a], outs[b]
+            if (qi["scale"], qi["zero_point"]) == (qo["scale"], qo["zero_point"]):
+                nxt[a] = out[b]
+            else:
+                m, s = quantize_multiplier(qo["scale"] / qi["scale"])
+                nxt[a] = requantize(out[b], qo["zero_point"], qi["zero_point"], m, s)
+        return nxt
+
+
+def run_int8_chain(
+    tflite_bytes: bytes, cfg: ModelConfig, windows: np.ndarray, backend: str = "litert"
+) -> dict[str, np.ndarray]:
+    """Run the int8 step model over float windows ``(N, T, C)`` from zero states.
+
+    ``x`` is quantized with the model's input scale (round half away from zero).
+    Returns the int8 inputs and outputs of every step, ``(N, n_steps, width)`` by
+    name, and the dequantized head output as ``"y_float"``.
+    """
+    step = Int8Step(tflite_bytes, cfg, backend)
+    xi = step.io["inputs"]["x"]
+    xs = quantize_values(step_inputs(cfg, windows), xi["scale"], xi["zero_point"])
+    rec: dict[str, list[list[np.ndarray]]] = {
+        n: [] for n in [*input_names(cfg), *output_names(cfg)]
+    }
+    for w in range(xs.shape[0]):
+        state = step.zero_state()
+        per: dict[str, list[np.ndarray]] = {n: [] for n in rec}
+        for j in range(xs.shape[1]):
+            feed = {"x": xs[w, j][None], **state}
+            out = step(feed)
+            for n, v in {**feed, **out}.items():
+                per[n].append(np.asarray(v).reshape(-1))
+            state = step.carry(out)
+        for n in rec:
+            rec[n].append(per[n])
+    result = {n: np.asarray(v, np.int8) for n, v in rec.items()}
+    yo = step.io["outputs"]["y"]
+    result["y_float"] = dequantize_values(result["y"], yo["scale"], yo["zero_point"])
+    return result
+
+
+def calibration_pairs(
+    float_model: keras.Model,
+    cfg: ModelConfig,
+    windows: np.ndarray,
+    n_samples: int = 1000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """(x, h_{t−1}) pairs for calibration, from the float model's own state sequences.
+
+    Whole windows are drawn at random (training windows come ordered by subject),
+    each is run as a float step chain from a zero state, and ``n_samples`` of the
+    resulting steps are drawn at random. Returns ``{"x": (n, k·C), "h1_in": (n, U), …}``.
+    """
+    windows = np.asarray(windows, np.float32)
+    if windows.ndim != 3 or windows.shape[2] != cfg.n_channels:
+        raise ValueError(f"windows: expected (N, T, {cfg.n_channels}), found {windows.shape}")
+    rng = np.random.default_rng(seed)
+    n_steps = len(range(0, windows.shape[1], cfg.front_end_stride))
+    n_win = min(len(windows), max(1, math.ceil(n_samples / n_steps)))
+    chosen = np.sort(rng.choice(len(windows), n_win, replace=False))
+    step = build_step_model(float_model, cfg, batch_size=None)
+    chain = run_float_chain(step, cfg, windows[chosen])
+    names = input_names(cfg)
+    flat = {n: chain[n].reshape(-1, chain[n].shape[-1]) for n in names}
+    total = len(flat["x"])
+    if total > n_samples:
+        keep = np.sort(rng.choice(total, n_samples, replace=False))
+        flat = {n: v[keep] for n, v in flat.items()}
+    return {n: np.ascontiguousarray(v, np.float32) for n, v in flat.items()}
+
+
+def convert_window(
+    float_model: keras.Model,
+    cfg: ModelConfig,
+    T: int,
+    windows: np.ndarray,
+    n_samples: int = 200,
+    seed: int = 0,
+) -> bytes:
+    """The whole-window model, unrolled over T steps, batch 1, full int8."""
+    from train.model import build_model
+
+    unrolled = build_model(cfg, unroll=True)
+    unrolled.set_weights(float_model.get_weights())
+    inp = keras.Input((T, cfg.n_channels), batch_size=1, name="x")
+    t = inp
+    for layer in unrolled.layers:  # the family is a chain: front end, GRU layers, head
+        if isinstance(layer, keras.layers.GRU):
+            # a constant zero state: a state derived from the input's shape adds SHAPE/FILL
+            t = layer(t, initial_state=[keras.ops.zeros((1, layer.units))])
+        elif not isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
+            t = layer(t)
+    model = keras.Model(inp, {"y": t}, name="tinygru_window")
+    windows = np.asarray(windows, np.float32)[:, :T]
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(windows), min(n_samples, len(windows)), replace=False))
+    with tempfile.TemporaryDirectory(prefix="tinygru-convert-") as tmp:
+        conv = _converter(model, tmp)
+        conv.representative_dataset = _dataset({"x": windows[chosen]})
+        with _quiet():
+            return bytes(conv.convert())
+
+
+def describe(graph: GraphInfo) -> str:
+    """One line per op: index, op, output tensor names and quantization."""
+    lines = []
+    for op in graph.ops:
+        outs = ", ".join(
+            f"{graph.tensors[i].name}[{graph.tensors[i].dtype} "
+            f"s={graph.tensors[i].scale[:1]} zp={graph.tensors[i].zero_point[:1]}]"
+            for i in op.outputs
+        )
+        lines.append(f"{op.index:3d} {op.op:16s} -> {outs}")
+    return "\n".join(lines)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m quantize.convert step MODEL.keras CONFIG.json CALIB.npz OUT.tflite``."""
+    if len(argv) != 5 or argv[0] != "step":
+        print(_main.__doc__, file=sys.stderr)
+        return 2
+    _, model_path, cfg_path, calib_path, out_path = argv
+    with open(cfg_path) as f:
+        cfg = ModelConfig.from_dict(json.load(f))
+    float_model = keras.models.load_model(model_path, safe_mode=True, compile=False)
+    with np.load(calib_path, allow_pickle=False) as z:
+        calibration = {k: z[k] for k in z.files}
+    tflite = convert_step(build_step_model(float_model, cfg), calibration)
+    check_purity(tflite)
+    with open(out_path, "wb") as f:
+        f.write(tflite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
