@@ -77,6 +77,16 @@ def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = No
 
     x_tr, x_va, x_te = norm(tr), norm(va), norm(te)
     n_classes = len(data.label_names)
+    t = cfg.train
+    augment = None
+    if t.augment_rotate_deg > 0 or t.augment_scale > 0:
+        augment = {
+            "mean": mean,
+            "std": std,
+            "groups": [list(g) for g in t.augment_groups],
+            "rotate_deg": t.augment_rotate_deg,
+            "scale": t.augment_scale,
+        }
 
     # Model selection: candidates scored on validation groups only.
     selection: list[dict] = []
@@ -87,7 +97,7 @@ def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = No
             mcfg = cfg.model_config(data.n_channels, n_classes, cand.model)
             t0 = time.perf_counter()
             model, hist = fit_model(
-                mcfg, cfg.train, x_tr, tr.y, x_va, va.y, desc=f"select {cand.name}"
+                mcfg, cfg.train, x_tr, tr.y, x_va, va.y, desc=f"select {cand.name}", augment=augment
             )
             val = evaluate(predict(model, x_va), va.y, n_classes)
             trained[cand.name] = (model, hist, time.perf_counter() - t0)
@@ -124,7 +134,7 @@ def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = No
         else:
             t0 = time.perf_counter()
             model, hist = fit_model(
-                mcfg, settings, x_tr, tr.y, x_va, va.y, desc=f"train seed {seed}"
+                mcfg, settings, x_tr, tr.y, x_va, va.y, desc=f"train seed {seed}", augment=augment
             )
             seconds = time.perf_counter() - t0
         p_te = predict(model, x_te)

@@ -24,6 +24,9 @@ class TrainSettings:
     clipnorm: float = 1.0
     class_weights: bool = True
     warmup: int = 0  # forecaster: leading steps of each sequence left out of the loss
+    augment_rotate_deg: float = 0.0  # random sensor rotation, degrees (0 = off)
+    augment_scale: float = 0.0  # random gain ±fraction (0 = off)
+    augment_groups: tuple[tuple[int, ...], ...] = ()  # channel triads rotated together
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,66 @@ class EpochBar(keras.callbacks.Callback):
         self.bar.close()
 
 
+def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """A random 3-D rotation: uniform axis, angle uniform in ±max_deg."""
+    axis = rng.standard_normal(3)
+    axis /= np.linalg.norm(axis)
+    a = np.deg2rad(rng.uniform(-max_deg, max_deg))
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
+
+
+class Augmented(keras.utils.PyDataset):
+    """Training batches with the sensor re-oriented and re-scaled at random (seeded).
+
+    The same rotation turns every 3-axis group of a window (accelerometer and
+    gyroscope move together on a rigid body); it is applied in physical units,
+    then the window is normalized again, so training sees what a sensor mounted
+    a little differently would deliver.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,  # (N, T, C) normalized
+        y: np.ndarray,
+        batch_size: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        groups: list[list[int]],
+        rotate_deg: float,
+        scale: float,
+        seed: int,
+        class_weight: dict[int, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.x, self.y, self.bs = x, y, batch_size
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.groups, self.rotate_deg, self.scale = groups, rotate_deg, scale
+        self.rng = np.random.default_rng(seed)
+        self.cw = class_weight
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.x) / self.bs))
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.bs : (i + 1) * self.bs]
+        phys = self.x[idx] * self.std + self.mean  # (B, T, C)
+        for b in range(len(idx)):
+            r = _rotation(self.rng, self.rotate_deg).astype(np.float32)
+            gain = np.float32(1.0 + self.rng.uniform(-self.scale, self.scale))
+            for g in self.groups:
+                phys[b][:, g] = gain * (phys[b][:, g] @ r.T)
+        xb = ((phys - self.mean) / self.std).astype(np.float32)
+        yb = self.y[idx]
+        if self.cw is None:
+            return xb, yb
+        return xb, yb, np.array([self.cw[int(c)] for c in yb], np.float32)
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     """Balanced weights: n / (K · count_k); a class absent from training gets 1."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -57,6 +117,7 @@ def fit_model(
     *,
     desc: str,
     sample_weight: np.ndarray | None = None,
+    augment: dict | None = None,
 ) -> tuple[keras.Model, dict]:
     """Train one model with early stopping on validation loss; returns it and its history."""
     configure_tf()
@@ -77,15 +138,24 @@ def fit_model(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=settings.patience, restore_best_weights=True
     )
+    if augment:
+        data = Augmented(
+            x_train, y_train, settings.batch_size, seed=settings.seed, class_weight=cw, **augment
+        )
+        fit_args: dict = {"x": data}
+    else:
+        fit_args = {
+            "x": x_train,
+            "y": y_train,
+            "batch_size": settings.batch_size,
+            "class_weight": cw,
+            "sample_weight": sample_weight,
+            "shuffle": True,
+        }
     hist = model.fit(
-        x_train,
-        y_train,
+        **fit_args,
         validation_data=(x_val, y_val),
         epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        class_weight=cw,
-        sample_weight=sample_weight,
-        shuffle=True,
         verbose=0,
         callbacks=[stop, EpochBar(settings.epochs, desc)],
     )

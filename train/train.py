@@ -120,6 +120,7 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
         report["baseline_persistence"] = r["baseline"]
         report["summary"] = {k: _summary(runs, k) for k in ("margin", "point_auc", "window_auc")}
         w.manifest.setdefault("thresholds", {})["anomaly_score"] = r["threshold"]
+        w.manifest["thresholds"]["anomaly_warmup_samples"] = r["warmup"]
         test = data.recordings_of("test")[0]
         w.write_npz(
             "reference.npz",
@@ -131,9 +132,11 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
             group=np.array([test.group]),
         )
         (w.dir / "reports").mkdir(exist_ok=True)
+        shown = r["test_scores"].copy()
+        shown[: r["warmup"]] = 0.0  # the zero-state warm-up is not scored
         plots.score_png(
             w.dir / "reports/scores_float.png",
-            r["test_scores"],
+            shown,
             rep["labelled"],
             rep["zone"],
             r["threshold"],
