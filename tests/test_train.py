@@ -128,3 +128,31 @@ def test_model_config_rejects_what_cannot_be_one_step(tmp_path: Path) -> None:
     p.write_text("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[model]\ngru_units = [32, 32, 32]\n")
     with pytest.raises(ConfigError, match="1 or 2 layers"):
         load_config(p).model_config(6, 4)
+
+
+def test_augmentation_turns_each_triad_rigidly_and_is_seeded() -> None:
+    from train.fit import Augmented
+
+    rng = np.random.default_rng(1)
+    mean, std = rng.normal(size=6).astype(np.float32), rng.uniform(0.5, 2, 6).astype(np.float32)
+    x = rng.normal(size=(8, 20, 6)).astype(np.float32)
+    y = np.arange(8) % 2
+
+    def batch(seed: int) -> np.ndarray:
+        d = Augmented(x, y, 8, mean, std, [[0, 1, 2], [3, 4, 5]], 15.0, 0.0, seed)
+        return d[0][0]
+
+    a, b = batch(7), batch(7)
+    np.testing.assert_array_equal(a, b)  # same seed, same batch
+    order = Augmented(x, y, 8, mean, std, [[0, 1, 2]], 15.0, 0.0, 7).order
+    phys_in = x[order] * std + mean
+    phys_out = a * std + mean
+    for g in (slice(0, 3), slice(3, 6)):
+        # A rotation keeps every 3-axis vector's length (float32 round-off: 1e-4 relative).
+        np.testing.assert_allclose(
+            np.linalg.norm(phys_out[..., g], axis=-1),
+            np.linalg.norm(phys_in[..., g], axis=-1),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    assert not np.allclose(phys_out, phys_in, atol=1e-3)  # and it did turn them
