@@ -1,0 +1,156 @@
+"""python -m quantize {prune,int8,check} --bundle B …
+
+    prune   magnitude-prune model_float.keras and fine-tune it → model_pruned.keras
+    int8    convert the model (pruned when present) to one full-int8 GRU step → step_int8.tflite
+    check   host parity on reference.npz: float vs LiteRT vs LiteRT+XNNPACK vs TFLM
+
+Every failure exits with status 2 and one line: ``quantize: error: <command>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, found {text!r}"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m quantize",
+        description="The quantize stage: prune, convert to one int8 GRU step, check parity.",
+    )
+    p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    pr = sub.add_parser(
+        "prune",
+        help="magnitude-prune and fine-tune model_float.keras → model_pruned.keras",
+        description="Prune model_float.keras (cubic schedule, masks kept through fine-tuning); "
+        "writes model_pruned.keras, reports/prune.json and the manifest's sparsity section.",
+    )
+    pr.add_argument("--bundle", required=True, help="bundle folder written by python -m train")
+    pr.add_argument("--sparsity", type=float, default=0.75, help="target sparsity (default 0.75)")
+    pr.add_argument("--granularity", choices=("weight", "block4"), default="weight")
+    pr.add_argument(
+        "--sweep",
+        type=_floats,
+        help="also prune at these sparsities (both granularities) and plot metric vs sparsity",
+    )
+    pr.add_argument("--epochs", type=int, help="ramp + fine-tuning epochs, at most (default 30)")
+    pr.add_argument("--batch-size", type=int, help="default: the train stage's batch size")
+    pr.add_argument("--learning-rate", type=float, help="fine-tuning learning rate")
+    pr.add_argument("--frequency", type=int, help="optimizer steps between mask updates")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
+
+    q = sub.add_parser(
+        "int8",
+        help="convert to one full-int8 GRU step → step_int8.tflite",
+        description="Calibrate on (x, h_{t-1}) pairs from training windows, convert the "
+        "single-step model to full int8 (state scale 1/128, zero point 0) in a fresh "
+        "process, check purity, measure the smallest host TFLM arena; writes "
+        "step_int8.tflite, the manifest's quantization section and preprocess.input_quant.",
+    )
+    q.add_argument("--bundle", required=True)
+    q.add_argument("--window-model", action="store_true", help="also write window_int8.tflite")
+    q.add_argument("--calibration-samples", type=int, default=1000, help="(x, h) pairs")
+    q.add_argument("--seed", type=int, default=0, help="calibration draw")
+    q.add_argument("--no-arena", action="store_true", help="skip the TFLM arena measurement")
+    q.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
+    q.add_argument(
+        "--in-process",
+        action="store_true",
+        help="convert in this process (faster; the bytes are then not guaranteed reproducible)",
+    )
+
+    c = sub.add_parser(
+        "check",
+        help="host parity of the int8 step chain → reports/parity.json, parity.md",
+        description="Run the step chain on reference.npz in float (Keras), LiteRT built-in "
+        "kernels, LiteRT default (XNNPACK) and TFLM; writes reports/parity.json, "
+        "reports/parity.md and thresholds.device in the manifest.",
+    )
+    c.add_argument("--bundle", required=True)
+    c.add_argument("--limit", type=int, help="first N reference windows only (no thresholds)")
+    c.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if args.command == "prune":
+        from quantize.stage import prune
+
+        section = prune(
+            args.bundle,
+            sparsity=args.sparsity,
+            granularity=args.granularity,
+            sweep=args.sweep,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            frequency=args.frequency,
+            seed=args.seed,
+            data_path=args.data,
+        )
+        overall = section.get("overall")
+        print(
+            "[quantize] prune: wrote model_pruned.keras"
+            + (f", sparsity {100 * overall:.1f}%" if isinstance(overall, float) else "")
+        )
+    elif args.command == "int8":
+        from quantize.stage import int8
+
+        int8(
+            args.bundle,
+            window_model=args.window_model,
+            calibration_samples=args.calibration_samples,
+            seed=args.seed,
+            data_path=args.data,
+            arena=not args.no_arena,
+            fresh_process=not args.in_process,
+        )
+    else:
+        from quantize.parity import check
+
+        check(args.bundle, progress=not args.no_progress, limit=args.limit)
+    return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
+    if not text:
+        text = type(e).__name__
+    known = ("BundleError", "StageError", "PurityError", "DataError", "ConfigError")
+    if type(e).__name__ not in known and not isinstance(e, (ValueError, OSError)):
+        text = f"{type(e).__name__}: {text}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"quantize: error: {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line
+        if args.traceback:
+            traceback.print_exc()
+        print(f"quantize: error: {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The quantize stage through its CLI: prune → int8 → check on small real bundles.
+
+A BasicMotions classifier and a KDD-TSAD 135 forecaster, each trained for a few
+epochs: the tests check plumbing, contracts and reproducibility, not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import Bundle
+from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
+from quantize.__main__ import main
+from quantize.convert import STEP_OPS, quantize_values
+from quantize.stage import int8_step_inputs
+from quantize.step_model import step_inputs
+from quantize.tflite_graph import read_graph
+from train.model import ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CLASSIFICATION_KEYS = {
+    "accuracy",
+    "macro_f1",
+    "confusion",
+    "per_class_f1",
+    "argmax_agreement",
+    "max_abs_err",
+    "mean_abs_err",
+    "rmse",
+    "l2r",
+    "cosine",
+    "model_bytes",
+    "model_file",
+    "n",
+    "description",
+}
+FORECAST_KEYS = {"hit", "margin", "point_auc", "window_auc", "false_alarms", "forecast_mae"}
+
+
+def _small_config(tmp_path: Path, base: str, **train) -> Path:
+    text = (ROOT / "configs" / base).read_text()
+    for key, value in train.items():
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+        text = "\n".join(lines).replace("[train]\n", f"[train]\n{key} = {value}\n", 1)
+    path = tmp_path / base
+    path.write_text(text)
+    return path
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from train.train import run
+
+    tmp = tmp_path_factory.mktemp("bm")
+    cfg = _small_config(tmp, "basic_motions.toml", epochs=8)
+    return run(str(cfg), str(tmp / "trained"))
+
+
+@pytest.fixture(scope="module")
+def pipeline(trained: Path, tmp_path_factory) -> dict:
+    """prune → int8 → int8 again (bytes kept) → check, all through ``main``."""
+    out = tmp_path_factory.mktemp("pipeline") / "bm"
+    shutil.copytree(trained, out)
+    assert main(["prune", "--bundle", str(out), "--sparsity", "0.5", "--epochs", "4"]) == 0
+    assert main(["int8", "--bundle", str(out)]) == 0
+    first = (out / "step_int8.tflite").read_bytes()
+    assert main(["int8", "--bundle", str(out), "--no-arena"]) == 0
+    second = (out / "step_int8.tflite").read_bytes()
+    assert main(["check", "--bundle", str(out), "--no-progress"]) == 0
+    return {"bundle": out, "first": first, "second": second}
+
+
+def test_help_lists_commands(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for cmd in ("prune", "int8", "check"):
+        assert cmd in text
+
+
+def test_int8_is_byte_identical_across_runs(pipeline: dict) -> None:
+    assert pipeline["first"] == pipeline["second"]
+
+
+def test_step_model_is_pure_int8_with_unit_state(pipeline: dict) -> None:
+    b = Bundle.open(pipeline["bundle"])
+    graph = read_graph(b.read_bytes("step_int8.tflite"))
+    assert set(graph.op_names) <= set(STEP_OPS)
+    assert not [t.name for t in graph.tensors if t.dtype == "FLOAT32"]
+    q = b.manifest["quantization"]
+    assert q["source_model"]["file"] == "model_pruned.keras"
+    assert q["step"]["ops"] == graph.op_names and q["step"]["n_ops"] == len(graph.ops)
+    for name in ("h1_in",):
+        assert q["step"]["inputs"][name]["scale"] == 1 / 128
+        assert q["step"]["inputs"][name]["zero_point"] == 0
+    assert q["step"]["outputs"]["h1_out"]["scale"] == 1 / 128
+    assert q["tflm_arena"]["bytes"] > 0 and q["tflm_arena"]["label"].startswith("host (x86-64)")
+    # The device input contract matches the model's x input.
+    iq = b.manifest["preprocess"]["input_quant"]
+    x = q["step"]["inputs"]["x"]
+    assert (iq["scale"], iq["zero_point"]) == (x["scale"], x["zero_point"])
+    assert q["step"]["ring_buffer"]["fill"] == x["zero_point"]
+    assert b.manifest["sparsity"]["overall"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_parity_report_has_the_same_keys_for_every_backend(pipeline: dict) -> None:
+    b = Bundle.open(pipeline["bundle"])
+    rep = b.read_json("reports/parity.json")
+    assert rep["schema"] == 1
+    backends = rep["backends"]
+    assert {"float", "float_unpruned", "litert", "litert_xnnpack", "tflm"} <= set(backends)
+    keys = {name: set(e) for name, e in backends.items()}
+    assert all(k == keys["float"] for k in keys.values()), keys
+    assert CLASSIFICATION_KEYS <= keys["float"]
+    # The float step chain of model_float.keras reproduces reference.npz.
+    assert rep["reference"]["float_step_vs_reference_max_abs"] <= 1e-5
+    for name in ("litert", "tflm"):
+        assert backends[name]["argmax_agreement"] >= 0.9
+        assert backends[name]["model_bytes"] == b.artifacts["step_int8.tflite"]["bytes"]
+    for key in ("litert_vs_tflm", "litert_xnnpack_vs_tflm"):
+        assert set(rep[key]) == {"single_step", "chain"}
+        assert rep[key]["chain"]["windows"] == backends["tflm"]["n"]
+    t = b.manifest["thresholds"]["device"]
+    assert t["min_accuracy"] == pytest.approx(backends["tflm"]["accuracy"] - 0.01)
+    assert t["min_argmax_agreement"] == pytest.approx(backends["tflm"]["argmax_agreement"] - 0.005)
+    assert "derivation" in t
+    assert (pipeline["bundle"] / "reports/parity.md").read_text().startswith("# Parity")
+
+
+def test_check_refuses_a_stale_step_model(pipeline: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "stale"
+    shutil.copytree(pipeline["bundle"], out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["quantization"]["source_model"]["sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(m))
+    code, err = _cli(["check", "--bundle", str(out)], capsys)
+    assert code == 2
+    assert err.startswith("quantize: error: check:") and "rerun" in err
+    assert err.count("\n") == 1
+
+
+def test_corrupted_model_is_refused_naming_the_file(trained: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "corrupt"
+    shutil.copytree(trained, out)
+    p = out / "model_float.keras"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+    for cmd in ("int8", "prune"):
+        code, err = _cli([cmd, "--bundle", str(out)], capsys)
+        assert code == 2
+        assert err.startswith(f"quantize: error: {cmd}:")
+        assert "model_float.keras" in err and "sha256" in err
+        assert err.count("\n") == 1
+    assert not (out / "step_int8.tflite").exists()
+
+
+def test_bad_schema_version_is_refused(trained: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "schema"
+    shutil.copytree(trained, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(m))
+    for cmd in ("int8", "check"):
+        code, err = _cli([cmd, "--bundle", str(out)], capsys)
+        assert code == 2
+        assert "manifest.json" in err and "schema_version 99" in err
+
+
+def test_check_without_int8_says_what_to_run(trained: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "noint8"
+    shutil.copytree(trained, out)
+    code, err = _cli(["check", "--bundle", str(out)], capsys)
+    assert code == 2 and "step_int8.tflite" in err and "quantize int8" in err
+
+
+def test_int8_ring_buffer_fill_is_the_zero_point_not_count_zero() -> None:
+    """Padding before the first sample is a normalized 0.0, i.e. the x zero point."""
+    cfg = ModelConfig(3, 2, front_end_filters=4, front_end_kernel=3, front_end_stride=2)
+    rng = np.random.default_rng(0)
+    counts = rng.integers(-400, 400, size=(5, 11, 3)).astype(np.int16)
+    scale = np.array([0.013, 0.021, 0.0057])
+    mean, std = np.array([0.31, -0.17, 0.05]), np.array([1.3, 0.9, 1.1])
+    s_in, zp = 0.05, -7
+    iq = InputQuant.derive(scale, mean, std, s_in, zp)
+    via_counts = int8_step_inputs(cfg, quantize_counts(counts, iq), zp)
+    via_float = quantize_values(step_inputs(cfg, normalize(counts, scale, mean, std)), s_in, zp)
+    assert via_counts.shape == via_float.shape == (5, 6, 9)
+    # Equal but where float32 normalization lands across a rounding boundary.
+    diff = np.abs(via_counts.astype(int) - via_float)
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 2
+    assert np.all(via_counts[:, 0, :6] == zp)  # the two samples before sample 0
+    assert not np.all(quantize_counts(np.zeros((1, 3), np.int16), iq) == zp)
+
+
+def test_anomaly_task_through_int8_and_check(tmp_path: Path) -> None:
+    from train.train import run
+
+    cfg = _small_config(tmp_path, "anomaly.toml", epochs=2)
+    out = run(str(cfg), str(tmp_path / "anomaly"))
+    assert main(["int8", "--bundle", str(out), "--in-process", "--no-arena"]) == 0
+    assert main(["check", "--bundle", str(out), "--no-progress"]) == 0
+    b = Bundle.open(out)
+    rep = b.read_json("reports/parity.json")
+    assert rep["task"] == "forecast"
+    keys = {name: set(e) for name, e in rep["backends"].items()}
+    assert all(k == keys["float"] for k in keys.values())
+    assert FORECAST_KEYS <= keys["float"]
+    for e in rep["backends"].values():
+        assert isinstance(e["hit"], bool) and e["margin"] > 0 and 0 <= e["point_auc"] <= 1
+    assert rep["litert_vs_tflm"]["chain"]["windows_argmax_differ"] is None
+    assert "require_hit" in b.manifest["thresholds"]["device"]
+    assert "anomaly_score" in b.manifest["thresholds"]
