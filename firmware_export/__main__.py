@@ -1,0 +1,45 @@
+"""``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]``
+``python -m firmware_export check --bundle B [--prefix NAME]``
+
+Export writes the C files (see export.py) and prints the list of files written as
+JSON; check runs every reference window through the C engine and the TFLM
+interpreter, step by step, and writes engine_outputs.npz and reports/engine.json.
+Any failure exits non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in ("export", "check") else "export"
+    parser = argparse.ArgumentParser(prog=f"python -m firmware_export {command}")
+    parser.add_argument("--bundle", required=True, help="bundle folder with step_int8.tflite")
+    parser.add_argument("--out", help="output folder (default: BUNDLE/firmware)")
+    parser.add_argument("--prefix", help="C symbol prefix (default: from the bundle name)")
+    ns = parser.parse_args(args)
+    try:
+        if command == "export":
+            from firmware_export.export import export
+
+            result = export(ns.bundle, ns.out, ns.prefix)
+            print(json.dumps({"out": result["out"], "written": result["written"],
+                              "unchanged": sorted(set(result["files"]) - set(result["written"]))}))  # fmt: skip
+            return 0
+        from firmware_export.check import check
+
+        report = check(ns.bundle, ns.out, ns.prefix)
+        print(json.dumps({k: report[k] for k in ("steps_compared", "mismatches", "windows")}))
+        return 0 if report["mismatches"] == 0 else 1
+    except Exception as e:  # noqa: BLE001 - the CLI contract: one line, non-zero exit
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"firmware_export {command}: {type(e).__name__}: {reason}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The C engine against the TFLM interpreter, step by step, on the bundle's reference data.
+
+Both sides see identical int8 inputs: the engine quantizes raw counts itself
+(``tg_push_sample``); the TFLM side gets ``edge_runtime.preprocess.quantize_counts``
+of the same counts laid out as the ring buffer (zero point before the first sample),
+and its own state outputs carried to the next step. Every state and head output of
+every step is compared; the allowed difference is 0 (any rounding difference grows
+through the recurrence). On a mismatch the numpy model (lower.run_step) and the
+engine's per-op trace on the same inputs name the first differing op and gate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime import anomaly
+from edge_runtime.bundle import Bundle, stage_writer
+from edge_runtime.preprocess import quantize_counts
+from firmware_export import host
+from firmware_export.export import Prepared, export, prepare
+from firmware_export.lower import run_step
+
+STAGE = "firmware_export"
+
+
+class Tflm:
+    """The step model in the TFLM interpreter, fed by logical tensor."""
+
+    def __init__(self, prep: Prepared) -> None:
+        from tflite_micro import runtime
+
+        self.it = runtime.Interpreter.from_bytes(prep.tflite, arena_size=1 << 20)
+        g = prep.graph
+        self.pos_in = {t: i for i, t in enumerate(g.model.inputs)}
+        self.pos_out = {t: i for i, t in enumerate(g.model.outputs)}
+        self.g = g
+
+    def __call__(self, x: np.ndarray, h: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        g = self.g
+        self.it.set_input(np.asarray(x, np.int8).reshape(1, -1), self.pos_in[g.x])
+        for t, v in zip(g.h_in, h, strict=True):
+            self.it.set_input(np.asarray(v, np.int8).reshape(1, -1), self.pos_in[t])
+        self.it.invoke()
+        y = np.array(self.it.get_output(self.pos_out[g.y])).reshape(-1)
+        return y, [np.array(self.it.get_output(self.pos_out[t])).reshape(-1) for t in g.h_out]
+
+
+def step_inputs(prep: Prepared, counts: np.ndarray) -> np.ndarray:
+    """int8 ``x`` of every step over one series ``(T, C)`` of counts: ``(n_steps, k·C)``."""
+    m = prep.model
+    q = quantize_counts(np.asarray(counts, np.int16), prep.input_quant)
+    pad = np.full((m.kernel - 1, m.channels), m.x_zero_point, np.int8)
+    padded = np.concatenate([pad, q])
+    return np.stack([padded[t : t + m.kernel].reshape(-1) for t in range(0, len(q), m.stride)])
+
+
+def diagnose(prep: Prepared, eng: host.Engine, x: np.ndarray, h: list[np.ndarray],
+             want_y: np.ndarray, want_h: list[np.ndarray]) -> str:  # fmt: skip
+    """Which op first differs, engine vs the numpy model, on one step's inputs."""
+    ref = run_step(prep.model, x, h)
+    ref_ok = np.array_equal(ref["y"], want_y) and all(
+        np.array_equal(a, b) for a, b in zip(ref["h_out"], want_h, strict=True)
+    )
+    eng.trace_reset()
+    eng.step(x, h)
+    got = eng.trace()
+    for name, want in ref["trace"].items():
+        if name not in got or not np.array_equal(got[name], want):
+            where = np.flatnonzero(got.get(name, np.zeros_like(want)) != want)
+            return (f"first differing op: {name} (engine vs numpy model, index {where[:8].tolist()}); "
+                    f"numpy model {'equals' if ref_ok else 'differs from'} TFLM")  # fmt: skip
+    return f"engine equals the numpy model op by op; numpy model {'equals' if ref_ok else 'differs from'} TFLM"
+
+
+def _run_series(prep: Prepared, eng: host.Engine, tflm: Tflm, counts: np.ndarray, tag: str,
+                stats: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
+    """Push one series through the engine (continuing its state) and TFLM; compare every step."""
+    xs = step_inputs(prep, counts)
+    h = eng.state()
+    ys, j = [], 0
+    for t, sample in enumerate(np.asarray(counts, np.int16)):
+        y_e = eng.push(sample)
+        if y_e is None:
+            continue
+        h_e = eng.state()
+        y_t, h_t = tflm(xs[j], h)
+        diffs = [("y", y_e, y_t)] + [
+            (f"h{i + 1}", a, b) for i, (a, b) in enumerate(zip(h_e, h_t, strict=True))
+        ]
+        for name, a, b in diffs:
+            n_bad = int((a != b).sum())
+            if n_bad:
+                stats["mismatches"] += n_bad
+                if stats["first"] is None:
+                    why = diagnose(prep, eng_debug(stats), xs[j], h, y_t, h_t)
+                    stats["first"] = (f"{tag}, step {j} (sample {t}), tensor {name}: engine "
+                                      f"{a.tolist()} TFLM {b.tolist()}; {why}")  # fmt: skip
+        stats["steps"] += 1
+        ys.append(y_e)
+        h = h_t
+        j += 1
+    return ys, eng.state()
+
+
+def eng_debug(stats: dict[str, Any]) -> host.Engine:
+    return stats["debug_engine"]
+
+
+def check(
+    bundle_dir: str | Path, out: str | Path | None = None, prefix: str | None = None
+) -> dict[str, Any]:
+    """Compare the engine with TFLM on every reference step; write engine_outputs.npz and reports/engine.json."""
+    result = export(bundle_dir, out, prefix)
+    bundle = Bundle.open(bundle_dir)
+    prep = prepare(bundle)
+    m = prep.model
+    fw = Path(result["out"])
+    args = (m.channels, m.n_outputs, m.units, m.step_inputs)
+    eng = host.Engine(host.build(fw, result["prefix"]), *args)
+    stats: dict[str, Any] = {"mismatches": 0, "steps": 0, "first": None}
+    stats["debug_engine"] = host.Engine(
+        host.build(fw, result["prefix"], debug=True), *args, debug=True
+    )
+    tflm = Tflm(prep)
+    ref = bundle.load_npz("reference.npz")
+    report: dict[str, Any] = {"prefix": result["prefix"], "tolerance": 0}
+    arrays: dict[str, np.ndarray] = {}
+    if "x_counts" in ref:
+        outs, finals = [], []
+        for w, counts in enumerate(ref["x_counts"]):
+            eng.reset()
+            ys, h = _run_series(prep, eng, tflm, counts, f"window {w}", stats)
+            outs.append(ys[-1])
+            finals.append(h)
+        y = np.stack(outs)
+        arrays["y"] = y
+        for i in range(len(m.units)):
+            arrays[f"h{i + 1}_final"] = np.stack([f[i] for f in finals])
+        pred = y.argmax(-1)
+        float_pred = ref["probs"].argmax(-1)
+        report["windows"] = len(y)
+        report["accuracy"] = float((pred == ref["y"]).mean())
+        report["accuracy_float"] = float((float_pred == ref["y"]).mean())
+        report["agreement_with_float"] = float((pred == float_pred).mean())
+        probs = (y.astype(np.float64) - m.y_zero_point) * m.y_scale
+        report["max_abs_prob_diff_vs_float"] = float(np.abs(probs - ref["probs"]).max())
+    else:
+        eng.reset()
+        ys, h = _run_series(prep, eng, tflm, ref["series_counts"], "series", stats)
+        y = np.stack(ys)
+        arrays["y"] = y
+        for i, v in enumerate(h):
+            arrays[f"h{i + 1}_final"] = v
+        man = bundle.manifest
+        scale = np.array([c["scale"] for c in man["dataset"]["channels"]])
+        mean, std = np.array(man["preprocess"]["mean"]), np.array(man["preprocess"]["std"])
+        f_engine = ((y.astype(np.float64) - m.y_zero_point) * m.y_scale) * std + mean
+        report["windows"] = 1
+        report["forecast_mae_vs_float"] = float(np.abs(f_engine - ref["forecast"]).mean())
+        x_phys = ref["series_counts"] * scale
+        scores = anomaly.forecast_scores(x_phys, f_engine)
+        thr = (man.get("thresholds") or {}).get("anomaly_score")
+        rep = anomaly.anomaly_report(
+            scores,
+            ref["labels"] > 0,
+            zone=int(man["stages"]["train"]["config"]["data"].get("zone", 100)),
+            threshold=thr,
+        )
+        report["anomaly"] = {k: rep[k] for k in ("hit", "peak", "labelled", "margin") if k in rep}
+    state_bytes, scratch_bytes = eng.buffer_sizes()
+    report.update({
+        "steps_compared": stats["steps"],
+        "mismatches": stats["mismatches"],
+        "first_mismatch": stats["first"],
+        "state_bytes": state_bytes,
+        "scratch_bytes": scratch_bytes,
+        "step_model_sha256": prep.sha256,
+    })  # fmt: skip
+    with stage_writer(bundle_dir, STAGE, config={"prefix": result["prefix"]}) as w:
+        w.write_npz("engine_outputs.npz", **arrays)
+        w.write_json("reports/engine.json", report)
+    return report

@@ -1,0 +1,216 @@
+"""Export a bundle's int8 step model to C: engine model data, TFLM-user files, config, engine.
+
+    B/firmware/
+      <prefix>_model.h/.c        model data for the tinygru engine (tg_model_params)
+      <prefix>_config.h          dims, labels, timing, count scales, quantization, threshold
+      <prefix>_model_tflite.h/.cc  the .tflite as a 16-byte aligned C++ array (TFLM users)
+      <prefix>_tflm.h            MicroMutableOpResolver<N> with exactly the model's ops, arena
+      engine/                    the hand-written engine sources
+      files.json                 every file above with its sha256 and size
+
+Only files whose bytes changed are rewritten. Nothing carries a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_runtime.bundle import Bundle
+from edge_runtime.preprocess import InputQuant
+from firmware_export import codegen
+from firmware_export.cbuild import ENGINE_DIR
+from firmware_export.lower import Lowered, lower
+from firmware_export.pattern import StepGraph, match
+from firmware_export.tflite_reader import read_model
+
+STEP_MODEL = "step_int8.tflite"
+_PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+class ExportError(RuntimeError):
+    """A bundle cannot be exported; the message is the one-line reason."""
+
+
+@dataclass
+class Prepared:
+    """Everything the export and the host check need, computed once."""
+
+    tflite: bytes
+    sha256: str
+    graph: StepGraph
+    model: Lowered
+    input_quant: InputQuant
+    config: dict[str, Any]
+
+
+def default_prefix(bundle: Bundle) -> str:
+    p = re.sub(r"[^a-z0-9_]", "_", bundle.name.lower()).strip("_") or "model"
+    return p if p[0].isalpha() else "m_" + p
+
+
+def prepare(bundle: Bundle) -> Prepared:
+    """Read, match and lower the bundle's step model; collect the config values."""
+    if not bundle.has(STEP_MODEL):
+        raise ExportError(f"{bundle.root}: no {STEP_MODEL} (run `python -m quantize int8` first)")
+    data = bundle.read_bytes(STEP_MODEL)
+    m = bundle.manifest
+    mc = m["model"]["config"]
+    iq_dict = m.get("preprocess", {}).get("input_quant")
+    if iq_dict is None:
+        raise ExportError(f"{bundle.root}: manifest has no preprocess.input_quant")
+    iq = InputQuant.from_dict(iq_dict)
+    graph = match(read_model(data))
+    model = lower(
+        graph, int(mc["n_channels"]), int(mc["front_end_kernel"]), int(mc["front_end_stride"])
+    )
+    if iq.channels != model.channels:
+        raise ExportError(f"input_quant has {iq.channels} channels, the model {model.channels}")
+    if (iq.zero_point, iq.scale) != (model.x_zero_point, model.x_scale):
+        raise ExportError(
+            f"input_quant (scale {iq.scale}, zero point {iq.zero_point}) differs from the step "
+            f"model input x (scale {model.x_scale}, zero point {model.x_zero_point})"
+        )
+    fill = (((m.get("quantization") or {}).get("step") or {}).get("ring_buffer") or {}).get("fill")
+    if fill is not None and int(fill) != model.x_zero_point:
+        raise ExportError(
+            f"quantization.step.ring_buffer.fill {fill} != x zero point {model.x_zero_point}"
+        )
+    h0 = graph.tensor(graph.h_in[0])
+    config = {
+        "channels": model.channels,
+        "kernel": model.kernel,
+        "stride": model.stride,
+        "step_inputs": model.step_inputs,
+        "front_end_filters": model.front_end.rows if model.front_end is not None else 0,
+        "n_layers": len(model.layers),
+        "units": model.units,
+        "n_outputs": model.n_outputs,
+        "head": "softmax" if model.softmax_exp is not None else "forecast",
+        "window": int(m["preprocess"]["window"]),
+        "hop": int(m["preprocess"]["hop"]),
+        "sample_rate": float(m["dataset"]["sample_rate"]),
+        "labels": list(m.get("labels") or []),
+        "count_scales": [float(c["scale"]) for c in m["dataset"]["channels"]],
+        "input_quant": iq.to_dict(),
+        "state_scale": h0.scale[0],
+        "state_zero_point": h0.zero_point[0],
+        "y_scale": model.y_scale,
+        "y_zero_point": model.y_zero_point,
+        "anomaly_threshold": (m.get("thresholds") or {}).get("anomaly_score"),
+    }
+    return Prepared(data, hashlib.sha256(data).hexdigest(), graph, model, iq, config)
+
+
+@contextlib.contextmanager
+def _quiet_fd2() -> Iterator[None]:
+    """Silence C-level stderr (TFLM prints allocation failures)."""
+    saved = os.dup(2)
+    with open(os.devnull, "wb") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def measure_arena(tflite: bytes) -> int | None:
+    """Smallest TFLM arena (bytes, 16-byte steps) in which the model allocates and runs, on this host."""
+    try:
+        from tflite_micro import runtime
+    except ImportError:
+        return None
+
+    def fits(size: int) -> bool:
+        try:
+            with _quiet_fd2():
+                runtime.Interpreter.from_bytes(tflite, arena_size=size).invoke()
+            return True
+        except RuntimeError:
+            return False
+
+    lo, hi = 0, 1 << 14
+    while not fits(hi):
+        hi *= 2
+        if hi > 1 << 24:
+            return None
+    while hi - lo > 16:
+        mid = (lo + hi) // 2 // 16 * 16
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi
+
+
+def arena_info(bundle: Bundle, tflite: bytes) -> dict[str, Any] | None:
+    """The TFLM arena size: the quantize stage's host measurement, else measured here."""
+    q = (bundle.manifest.get("quantization") or {}).get("tflm_arena") or {}
+    if isinstance(q.get("bytes"), int):
+        label = q.get("label", "host TFLM arena")
+        return {"bytes": q["bytes"], "source": "host", "note": f"{label}, from the manifest"}
+    n = measure_arena(tflite)
+    if n is None:
+        return None
+    return {"bytes": n, "source": "host", "note": "smallest arena the x86-64 tflite_micro wheel "
+            "ran in, to 16 bytes (a 32-bit MCU needs a little less)"}  # fmt: skip
+
+
+def render(bundle: Bundle, prep: Prepared, prefix: str) -> dict[str, bytes]:
+    """Relative path -> contents of every exported file (files.json excluded)."""
+    head = codegen.banner(STEP_MODEL, prep.sha256)
+    m = prep.model
+    files = {
+        f"{prefix}_model.h": codegen.model_h(prefix, m, head),
+        f"{prefix}_model.c": codegen.model_c(prefix, m, prep.config["input_quant"], head),
+        f"{prefix}_config.h": codegen.config_h(prefix, prep.config, head),
+        f"{prefix}_model_tflite.h": codegen.tflite_array_h(prefix, head),
+        f"{prefix}_model_tflite.cc": codegen.tflite_array_cc(prefix, prep.tflite, head),
+        f"{prefix}_tflm.h": codegen.resolver_h(
+            prefix, m.opcodes, arena_info(bundle, prep.tflite), head
+        ),
+    }
+    out = {k: v.encode("utf-8") for k, v in files.items()}
+    for src in sorted(ENGINE_DIR.iterdir()):
+        if src.suffix in (".c", ".h"):
+            out[f"engine/{src.name}"] = src.read_bytes()
+    return out
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return True
+
+
+def export(
+    bundle_dir: str | Path, out: str | Path | None = None, prefix: str | None = None
+) -> dict[str, Any]:
+    """Export a bundle; returns ``{"out": dir, "files": [...], "written": [...]}``."""
+    bundle = Bundle.open(bundle_dir)
+    prefix = prefix or default_prefix(bundle)
+    if not _PREFIX.match(prefix):
+        raise ExportError(f"prefix {prefix!r}: use a lowercase C identifier (letters, digits, _)")
+    if codegen.engine_format_version() != codegen.FORMAT_VERSION:
+        raise ExportError("engine/tinygru.h TG_FORMAT_VERSION differs from codegen.FORMAT_VERSION")
+    prep = prepare(bundle)
+    out_dir = Path(out) if out is not None else bundle.root / "firmware"
+    files = render(bundle, prep, prefix)
+    listing = [
+        {"path": k, "sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)}
+        for k, v in sorted(files.items())
+    ]
+    index = {"prefix": prefix, "step_model": STEP_MODEL, "step_model_sha256": prep.sha256,
+             "engine_version": codegen.engine_version(), "files": listing}  # fmt: skip
+    files["files.json"] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+    written = [k for k, v in sorted(files.items()) if write_if_changed(out_dir / k, v)]
+    return {"out": str(out_dir), "prefix": prefix, "files": sorted(files), "written": written}
