@@ -21,17 +21,30 @@ endif
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own)"
+	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own),"
+	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: also plot accuracy vs sparsity)"
 
 setup: ## create .venv from pinned requirements and install Debian packages when missing
 	@scripts/ensure-debian.sh
 	@scripts/ensure-venv.sh
 
-demo: setup ## train (and later quantize, export, run) the default tasks end to end; TASK=har|anomaly narrows it
+demo: setup ## train, prune, quantize, check and export the default tasks; TASK=har|anomaly narrows it
 	@for t in $(TASKS); do \
-	  $(PY) -m train --config configs/$$t.toml --out $(BUILD)/$$t $(if $(DATA),--data $(DATA)) || exit 1; \
+	  b=$(BUILD)/$$t; \
+	  echo "== $$t: train"; \
+	  $(PY) -m train --config configs/$$t.toml --out $$b $(if $(DATA),--data $(DATA)) || exit 1; \
+	  echo "== $$t: prune"; \
+	  $(PY) -m quantize prune --bundle $$b --sparsity 0.75 --granularity block4 $(if $(SWEEP),--sweep $(SWEEP)) $(if $(DATA),--data $(DATA)) || exit 1; \
+	  echo "== $$t: int8"; \
+	  $(PY) -m quantize int8 --bundle $$b $(if $(DATA),--data $(DATA)) || exit 1; \
+	  echo "== $$t: host parity"; \
+	  $(PY) -m quantize check --bundle $$b || exit 1; \
+	  echo "== $$t: export"; \
+	  $(PY) -m firmware_export --bundle $$b || exit 1; \
+	  echo "== $$t: engine vs TFLM"; \
+	  $(PY) -m firmware_export check --bundle $$b || exit 1; \
 	done
-	@$(PY) -m train summary $(addprefix $(BUILD)/,$(TASKS))
+	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
 
 test: setup ## run the test suite (what CI runs)
 	@$(PY) -m pytest -q
@@ -47,7 +60,7 @@ format: setup ## apply ruff formatting
 	@.venv/bin/ruff format .
 
 bench: setup ## print the figures each stage measured for the bundles in build/
-	@$(PY) -m train bench $(addprefix $(BUILD)/,$(TASKS))
+	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) .pytest_cache .ruff_cache

@@ -168,6 +168,7 @@ def check(
             ref["labels"] > 0,
             zone=int(man["stages"]["train"]["config"]["data"].get("zone", 100)),
             threshold=thr,
+            ignore_first=int((man.get("thresholds") or {}).get("anomaly_warmup_samples", 0)),
         )
         report["anomaly"] = {k: rep[k] for k in ("hit", "peak", "labelled", "margin") if k in rep}
     state_bytes, scratch_bytes = eng.buffer_sizes()

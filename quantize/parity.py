@@ -307,9 +307,12 @@ def forecast_entry(
     *,
     zone: int,
     threshold: float | None,
+    warmup: int = 0,
 ) -> dict[str, Any]:
     scores = anomaly.forecast_scores(x_phys, forecast)
-    rep = anomaly.anomaly_report(scores, labels01 > 0, zone=zone, threshold=threshold)
+    rep = anomaly.anomaly_report(
+        scores, labels01 > 0, zone=zone, threshold=threshold, ignore_first=warmup
+    )
     err = np.abs(x_phys[1:] - forecast[:-1])
     return {
         "n": int(len(forecast)),
@@ -555,7 +558,8 @@ def check(
             return y_norm * std + mean
 
         f_float = to_sensor(y_float_steps[0].astype(np.float64))
-        kw = {"zone": zone, "threshold": threshold}
+        warmup = int(m.get("thresholds", {}).get("anomaly_warmup_samples", 0))
+        kw = {"zone": zone, "threshold": threshold, "warmup": warmup}
         backends["float"] = {
             **_entry_common("float", source, art[source]["bytes"]),
             **forecast_entry(f_float, f_float, x_phys, lab, **kw),

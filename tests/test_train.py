@@ -156,3 +156,12 @@ def test_augmentation_turns_each_triad_rigidly_and_is_seeded() -> None:
             atol=1e-4,
         )
     assert not np.allclose(phys_out, phys_in, atol=1e-3)  # and it did turn them
+
+
+def test_summary_prints_the_trained_figures(bm_bundle: Path) -> None:
+    from edge_runtime.summary import summarize
+
+    lines = summarize(bm_bundle)
+    acc = Bundle.open(bm_bundle).read_json("reports/train.json")["test"]["accuracy"]
+    assert any(f"test accuracy {100 * acc:.2f}%" in line for line in lines)
+    assert summarize(bm_bundle / "missing")[0].endswith("no bundle (run `make demo`)")
