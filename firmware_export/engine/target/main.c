@@ -1,0 +1,163 @@
+/* Emulator test program: windows of raw counts in, engine outputs out, via
+ * semihosting files in the emulator's working directory.
+ *
+ * Build with -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
+ * -DTGT_STATE_BYTES=... -DTGT_SCRATCH_BYTES=...
+ *
+ * tg_in.bin:  int32 magic "TGIN", n_windows, n_samples, channels; then
+ *             int16 counts[n_windows][n_samples][channels], little endian.
+ * tg_out.bin: int32 magic "TGOU", n_windows, n_outputs, state_bytes (GRU states);
+ *             per window: uint32 SysTick ticks of tg_window, int32 status,
+ *             int8 y[n_outputs], int8 h[state_bytes];
+ *             trailer: uint32 peak stack bytes (painted-stack high-water mark).
+ * Exit code: 0, or TGT_EXIT_* below. */
+#include <stdint.h>
+
+#include TGT_MODEL_H
+#include "semihost.h"
+
+#define TGT_MAGIC_IN 0x4e494754u  /* "TGIN" */
+#define TGT_MAGIC_OUT 0x554f4754u /* "TGOU" */
+#define TGT_MAX_COUNTS 16384
+#define TGT_MAX_RECORD 1024
+#define TGT_PAINT 0xa5a5a5a5u
+
+enum {
+    TGT_EXIT_OPEN = 2,
+    TGT_EXIT_READ = 3,
+    TGT_EXIT_HEADER = 4,
+    TGT_EXIT_INIT = 5,
+    TGT_EXIT_WRITE = 6
+};
+
+extern uint32_t __bss_end[];
+extern uint32_t __stack_top[];
+
+static int16_t counts[TGT_MAX_COUNTS];
+static int8_t state[TGT_STATE_BYTES];
+static int8_t scratch[TGT_SCRATCH_BYTES];
+static uint8_t record[TGT_MAX_RECORD];
+static tg_stream stream;
+
+#define SYST_CSR (*(volatile uint32_t *)0xe000e010u)
+#define SYST_RVR (*(volatile uint32_t *)0xe000e014u)
+#define SYST_CVR (*(volatile uint32_t *)0xe000e018u)
+#define SYST_MASK 0x00ffffffu
+
+/* SysTick counts down from SYST_MASK, no interrupt: a window must take fewer
+ * than 2^24 ticks (671 M instructions at 40 per tick). */
+static uint32_t ticks_between(uint32_t start, uint32_t end)
+{
+    return (start - end) & SYST_MASK;
+}
+
+static uint32_t stack_pointer(void)
+{
+    uint32_t sp;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    return sp;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+static int32_t write_u32s(int32_t fd, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+    uint8_t buf[16];
+    put_u32(buf, a);
+    put_u32(buf + 4, b);
+    put_u32(buf + 8, c);
+    put_u32(buf + 12, d);
+    return sh_write(fd, buf, 16u);
+}
+
+int main(void)
+{
+    /* paint the free stack below this frame for the high-water mark */
+    const uint32_t sp = stack_pointer();
+    for (volatile uint32_t *p = __bss_end; (uint32_t)p < sp - 64u; ++p) {
+        *p = TGT_PAINT;
+    }
+
+    const int32_t in = sh_open("tg_in.bin", SH_MODE_RB);
+    const int32_t out = sh_open("tg_out.bin", SH_MODE_WB);
+    if (in < 0 || out < 0) {
+        return TGT_EXIT_OPEN;
+    }
+    uint8_t head[16];
+    if (sh_read(in, head, 16u) != 0) {
+        return TGT_EXIT_READ;
+    }
+    const uint32_t n_windows = get_u32(head + 4);
+    const uint32_t n_samples = get_u32(head + 8);
+    const uint32_t channels = get_u32(head + 12);
+    const tg_model_params *m = &TGT_MODEL;
+    if (get_u32(head) != TGT_MAGIC_IN || channels != (uint32_t)m->channels ||
+        n_samples * channels > TGT_MAX_COUNTS) {
+        return TGT_EXIT_HEADER;
+    }
+    if (tg_stream_init(&stream, m, state, TGT_STATE_BYTES, scratch, TGT_SCRATCH_BYTES) != TG_OK) {
+        return TGT_EXIT_INIT;
+    }
+    const uint32_t n_out = (uint32_t)m->n_outputs;
+    const uint32_t h_bytes = (uint32_t)(tg_state_buffer_size(m) - m->kernel * m->channels);
+    const uint32_t rec_bytes = 8u + n_out + h_bytes;
+    if (rec_bytes > TGT_MAX_RECORD) {
+        return TGT_EXIT_HEADER;
+    }
+    if (write_u32s(out, TGT_MAGIC_OUT, n_windows, n_out, h_bytes) != 0) {
+        return TGT_EXIT_WRITE;
+    }
+
+    SYST_RVR = SYST_MASK;
+    SYST_CVR = 0u;
+    SYST_CSR = 5u; /* enable, processor clock, no interrupt */
+    while (SYST_CVR == 0u) {
+    }
+
+    for (uint32_t w = 0u; w < n_windows; ++w) {
+        if (sh_read(in, counts, n_samples * channels * 2u) != 0) {
+            return TGT_EXIT_READ;
+        }
+        int8_t *y = (int8_t *)(record + 8);
+        const uint32_t t0 = SYST_CVR & SYST_MASK;
+        const tg_status status = tg_window(&stream, counts, (int32_t)n_samples, y);
+        const uint32_t t1 = SYST_CVR & SYST_MASK;
+        put_u32(record, ticks_between(t0, t1));
+        put_u32(record + 4, (uint32_t)(int32_t)status);
+        for (uint32_t i = 0u; i < h_bytes; ++i) {
+            record[8u + n_out + i] = (uint8_t)stream.h[i];
+        }
+        if (sh_write(out, record, rec_bytes) != 0) {
+            return TGT_EXIT_WRITE;
+        }
+    }
+    SYST_CSR = 0u;
+
+    uint32_t peak = 0u;
+    for (const volatile uint32_t *p = __bss_end; p < __stack_top; ++p) {
+        if (*p != TGT_PAINT) {
+            peak = (uint32_t)__stack_top - (uint32_t)p;
+            break;
+        }
+    }
+    uint8_t trailer[4];
+    put_u32(trailer, peak);
+    if (sh_write(out, trailer, 4u) != 0) {
+        return TGT_EXIT_WRITE;
+    }
+    sh_close(in);
+    sh_close(out);
+    return 0;
+}
