@@ -1,4 +1,5 @@
-"""``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]``
+"""``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]
+[--sparse auto|never|always] [--max-flash BYTES] [--max-ram BYTES]``
 ``python -m firmware_export check --bundle B [--prefix NAME]``
 
 Export writes the C files (see export.py) and prints the list of files written as
@@ -21,12 +22,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True, help="bundle folder with step_int8.tflite")
     parser.add_argument("--out", help="output folder (default: BUNDLE/firmware)")
     parser.add_argument("--prefix", help="C symbol prefix (default: from the bundle name)")
+    if command == "export":
+        parser.add_argument("--sparse", choices=("auto", "never", "always"), default="auto",
+                            help="FC weight storage: block-sparse when smaller (auto), never, always")  # fmt: skip
+        parser.add_argument("--max-flash", type=int, metavar="BYTES",
+                            help="fail when the model data (weights, params, tables) is larger")  # fmt: skip
+        parser.add_argument("--max-ram", type=int, metavar="BYTES",
+                            help="fail when engine state + scratch is larger")  # fmt: skip
     ns = parser.parse_args(args)
     try:
         if command == "export":
             from firmware_export.export import export
 
-            result = export(ns.bundle, ns.out, ns.prefix)
+            result = export(ns.bundle, ns.out, ns.prefix, sparse=ns.sparse,
+                            max_flash=ns.max_flash, max_ram=ns.max_ram)  # fmt: skip
             print(json.dumps({"out": result["out"], "written": result["written"],
                               "unchanged": sorted(set(result["files"]) - set(result["written"]))}))  # fmt: skip
             return 0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cbuild import ENGINE_DIR
-from firmware_export.lower import Fc, Gru, Lowered
+from firmware_export.lower import Fc, Gru, Lowered, choose_storage
 
 GENERATOR = "tinygru firmware_export"
 FORMAT_VERSION = 1  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
@@ -59,29 +59,51 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{flat.size}] = {{\n{_values(flat)}\n}};\n"
 
 
+_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "int64_t": 8}
+
+
 def _i64_array(name: str, values: Sequence[int]) -> str:
     items = ", ".join(f"INT64_C({int(v)})" for v in values)
     return f"static const int64_t {name}[{len(values)}] = {{ {items} }};\n"
 
 
 class _ModelC:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, sparse: str = "auto") -> None:
         self.p = prefix
+        self.sparse = sparse
         self.arrays: list[str] = []
+        self.data_bytes = 0  # bytes of every const array of the model data
+        self.storage: dict[str, dict[str, Any]] = {}  # per FC layer: weight storage decision
+
+    def array(self, ctype: str, name: str, values: np.ndarray) -> None:
+        flat = np.asarray(values).reshape(-1)
+        self.data_bytes += flat.size * _CTYPE_BYTES[ctype]
+        self.arrays.append(_array(ctype, name, flat))
 
     def fc(self, name: str, f: Fc) -> str:
         n = f"{self.p}_{name}"
-        self.arrays += [
-            _array("int8_t", f"{n}_weights", f.weights),
-            _array("int32_t", f"{n}_bias", f.bias),
-            _array("int32_t", f"{n}_mult", f.mult),
-            _array("int32_t", f"{n}_shift", f.shift),
-        ]
+        packed, info = choose_storage(f, self.sparse)
+        self.storage[name] = info
+        if packed is None:
+            self.array("int8_t", f"{n}_weights", f.weights)
+            weights, sparse = f"{n}_weights", "0"
+        else:
+            self.array("uint8_t", f"{n}_group_count", packed.group_count)
+            self.array("uint8_t", f"{n}_group_index", packed.group_index)
+            self.array("int8_t", f"{n}_values", packed.values)
+            self.arrays.append(
+                f"static const tg_fc_sparse {n}_sparse = {{ .group_count = {n}_group_count, "
+                f".group_index = {n}_group_index, .values = {n}_values }};\n"
+            )
+            weights, sparse = "0", f"&{n}_sparse"
+        self.array("int32_t", f"{n}_bias", f.bias)
+        self.array("int32_t", f"{n}_mult", f.mult)
+        self.array("int32_t", f"{n}_shift", f.shift)
         return (
             f"{{ .p = {{ .batches = 1, .rows = {f.rows}, .cols = {f.cols}, .input_offset = 0, "
             f".output_offset = {f.output_offset}, .act_min = {f.act_min}, .act_max = {f.act_max} }},\n"
-            f"          .weights = {n}_weights, .bias = {n}_bias, .mult = {n}_mult, "
-            f".shift = {n}_shift }}"
+            f"          .weights = {weights}, .bias = {n}_bias, .mult = {n}_mult, "
+            f".shift = {n}_shift, .sparse = {sparse} }}"
         )
 
     @staticmethod
@@ -89,7 +111,7 @@ class _ModelC:
         return "{ " + ", ".join(f".{k} = {v}" for k, v in d.items()) + " }"
 
     def table(self, name: str, ctype: str, values: np.ndarray) -> str:
-        self.arrays.append(_array(ctype, f"{self.p}_{name}", values))
+        self.array(ctype, f"{self.p}_{name}", values)
         return f"{self.p}_{name}"
 
     def gru(self, i: int, g: Gru) -> str:
@@ -112,11 +134,19 @@ class _ModelC:
         return "{\n        " + ",\n        ".join(fields) + "\n    }"
 
 
-def model_h(prefix: str, m: Lowered, head: str) -> str:
-    P = prefix.upper()
+def buffer_bytes(m: Lowered) -> dict[str, int]:
+    """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it:
+    state = GRU states + the k·C ring, scratch = front end output + max(6U per layer, outputs)."""
     state = sum(m.units) + m.step_inputs
     gates = max([6 * u for u in m.units] + [m.n_outputs])
     scratch = (m.front_end.rows if m.front_end is not None else 0) + gates
+    return {"state": state, "scratch": scratch, "total": state + scratch}
+
+
+def model_h(prefix: str, m: Lowered, head: str) -> str:
+    P = prefix.upper()
+    ram = buffer_bytes(m)
+    state, scratch = ram["state"], ram["scratch"]
     return f"""{head}#ifndef {P}_MODEL_H
 #define {P}_MODEL_H
 
@@ -147,18 +177,33 @@ extern const tg_model_params {prefix}_model;
 """
 
 
-def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str) -> str:
-    g = _ModelC(prefix)
+def model_data(
+    prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str = "auto"
+) -> tuple[str, dict[str, Any]]:
+    """model_c's text and its data report: ``flash_bytes`` (every const array: weights or
+    block-sparse groups, biases, multipliers, shifts, tables, input quantization; the
+    tg_model_params struct itself is not counted) and the per-layer weight ``storage``."""
+    g = _ModelC(prefix, sparse)
+    text = _model_c(g, prefix, m, iq, head)
+    return text, {"flash_bytes": g.data_bytes, "storage": g.storage}
+
+
+def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str = "auto") -> str:
+    return model_data(prefix, m, iq, head, sparse)[0]
+
+
+def _model_c(g: _ModelC, prefix: str, m: Lowered, iq: dict[str, Any], head: str) -> str:
     fe = (
         g.fc("front_end", m.front_end)
         if m.front_end is not None
-        else "{ { 0, 0, 0, 0, 0, 0, 0 }, 0, 0, 0, 0 }"
+        else "{ { 0, 0, 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0 }"
     )
     layers = [g.gru(i, layer) for i, layer in enumerate(m.layers, start=1)]
     head_fc = g.fc("head", m.head)
     softmax = g.table("softmax_exp", "int32_t", m.softmax_exp) if m.softmax_exp is not None else "0"
-    g.arrays.append(_array("int32_t", f"{prefix}_input_multiplier", np.asarray(iq["multiplier"])))
+    g.array("int32_t", f"{prefix}_input_multiplier", np.asarray(iq["multiplier"]))
     g.arrays.append(_i64_array(f"{prefix}_input_bias", iq["bias"]))
+    g.data_bytes += 8 * len(iq["bias"])
     gru = ",\n    ".join(f"[{i}] = {s}" for i, s in enumerate(layers))
     return f"""{head}#include "{prefix}_model.h"
 

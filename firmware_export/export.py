@@ -6,7 +6,8 @@
       <prefix>_model_tflite.h/.cc  the .tflite as a 16-byte aligned C++ array (TFLM users)
       <prefix>_tflm.h            MicroMutableOpResolver<N> with exactly the model's ops, arena
       engine/                    the hand-written engine sources
-      files.json                 every file above with its sha256 and size
+      files.json                 every file above with its sha256 and size, and model_data:
+                                 flash/RAM bytes and each FC layer's weight storage decision
 
 Only files whose bytes changed are rewritten. Nothing carries a time.
 """
@@ -27,7 +28,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant
 from firmware_export import codegen
 from firmware_export.cbuild import ENGINE_DIR
-from firmware_export.lower import Lowered, lower
+from firmware_export.lower import SPARSE_MODES, Lowered, lower
 from firmware_export.pattern import StepGraph, match
 from firmware_export.tflite_reader import read_model
 
@@ -161,13 +162,37 @@ def arena_info(bundle: Bundle, tflite: bytes) -> dict[str, Any] | None:
             "ran in, to 16 bytes (a 32-bit MCU needs a little less)"}  # fmt: skip
 
 
-def render(bundle: Bundle, prep: Prepared, prefix: str) -> dict[str, bytes]:
-    """Relative path -> contents of every exported file (files.json excluded)."""
+def render(
+    bundle: Bundle, prep: Prepared, prefix: str, sparse: str = "auto"
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Relative path -> contents of every exported file (files.json excluded), and the
+    model data report (flash and RAM bytes, per-layer weight storage)."""
     head = codegen.banner(STEP_MODEL, prep.sha256)
     m = prep.model
+    model_c, data = codegen.model_data(prefix, m, prep.config["input_quant"], head, sparse)
+    ram = codegen.buffer_bytes(m)
+    tensors = ((bundle.manifest.get("sparsity") or {}).get("tensors")) or {}
+    for name, info in data["storage"].items():
+        key = _keras_tensor(name)
+        if key in tensors:
+            info["pruned_pattern"] = tensors[key].get("pattern")
+            info["pruned_sparsity"] = tensors[key].get("achieved")
+    dense = sum(i["dense_bytes"] for i in data["storage"].values())
+    stored = sum(i["stored_bytes"] for i in data["storage"].values())
+    report = {
+        "sparse_mode": sparse,
+        "sparse_rule": "block_sparse when its bytes < dense bytes (auto); never; always",
+        "flash_bytes": data["flash_bytes"],
+        "ram_bytes": ram["total"],
+        "state_bytes": ram["state"],
+        "scratch_bytes": ram["scratch"],
+        "weight_bytes_dense": dense,
+        "weight_bytes_stored": stored,
+        "weights": data["storage"],
+    }
     files = {
         f"{prefix}_model.h": codegen.model_h(prefix, m, head),
-        f"{prefix}_model.c": codegen.model_c(prefix, m, prep.config["input_quant"], head),
+        f"{prefix}_model.c": model_c,
         f"{prefix}_config.h": codegen.config_h(prefix, prep.config, head),
         f"{prefix}_model_tflite.h": codegen.tflite_array_h(prefix, head),
         f"{prefix}_model_tflite.cc": codegen.tflite_array_cc(prefix, prep.tflite, head),
@@ -179,7 +204,30 @@ def render(bundle: Bundle, prep: Prepared, prefix: str) -> dict[str, bytes]:
     for src in sorted(ENGINE_DIR.iterdir()):
         if src.suffix in (".c", ".h"):
             out[f"engine/{src.name}"] = src.read_bytes()
-    return out
+    return out, report
+
+
+def _keras_tensor(fc_name: str) -> str:
+    """The manifest's sparsity key of an FC layer's weights (gru1_gx -> gru_1/kernel)."""
+    m = re.fullmatch(r"gru(\d+)_(gx|gh)", fc_name)
+    if m:
+        return f"gru_{m.group(1)}/{'kernel' if m.group(2) == 'gx' else 'recurrent_kernel'}"
+    return f"{fc_name}/kernel"
+
+
+def check_budgets(report: dict[str, Any], max_flash: int | None, max_ram: int | None) -> None:
+    """Raise ExportError (one line) when model data or caller RAM exceed a budget."""
+    if max_flash is not None and report["flash_bytes"] > max_flash:
+        raise ExportError(
+            f"model data needs {report['flash_bytes']} bytes of flash (weights "
+            f"{report['weight_bytes_stored']}, sparse {report['sparse_mode']}), over --max-flash "
+            f"{max_flash}"
+        )
+    if max_ram is not None and report["ram_bytes"] > max_ram:
+        raise ExportError(
+            f"engine needs {report['ram_bytes']} bytes of RAM (state {report['state_bytes']} + "
+            f"scratch {report['scratch_bytes']}), over --max-ram {max_ram}"
+        )
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -193,9 +241,21 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 
 def export(
-    bundle_dir: str | Path, out: str | Path | None = None, prefix: str | None = None
+    bundle_dir: str | Path,
+    out: str | Path | None = None,
+    prefix: str | None = None,
+    *,
+    sparse: str = "auto",
+    max_flash: int | None = None,
+    max_ram: int | None = None,
 ) -> dict[str, Any]:
-    """Export a bundle; returns ``{"out": dir, "files": [...], "written": [...]}``."""
+    """Export a bundle; returns ``{"out": dir, "files": [...], "written": [...], "model_data"}``.
+
+    ``sparse``: weight storage per FC layer (lower.choose_storage). ``max_flash`` /
+    ``max_ram``: budgets in bytes; when exceeded nothing is written (ExportError).
+    """
+    if sparse not in SPARSE_MODES:
+        raise ExportError(f"--sparse: expected one of {list(SPARSE_MODES)}, found {sparse!r}")
     bundle = Bundle.open(bundle_dir)
     prefix = prefix or default_prefix(bundle)
     if not _PREFIX.match(prefix):
@@ -204,13 +264,16 @@ def export(
         raise ExportError("engine/tinygru.h TG_FORMAT_VERSION differs from codegen.FORMAT_VERSION")
     prep = prepare(bundle)
     out_dir = Path(out) if out is not None else bundle.root / "firmware"
-    files = render(bundle, prep, prefix)
+    files, report = render(bundle, prep, prefix, sparse)
+    check_budgets(report, max_flash, max_ram)
     listing = [
         {"path": k, "sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)}
         for k, v in sorted(files.items())
     ]
     index = {"prefix": prefix, "step_model": STEP_MODEL, "step_model_sha256": prep.sha256,
-             "engine_version": codegen.engine_version(), "files": listing}  # fmt: skip
+             "engine_version": codegen.engine_version(), "files": listing,
+             "model_data": report}  # fmt: skip
     files["files.json"] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
     written = [k for k, v in sorted(files.items()) if write_if_changed(out_dir / k, v)]
-    return {"out": str(out_dir), "prefix": prefix, "files": sorted(files), "written": written}
+    return {"out": str(out_dir), "prefix": prefix, "files": sorted(files), "written": written,
+            "model_data": report}  # fmt: skip

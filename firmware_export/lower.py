@@ -290,16 +290,17 @@ def unpack_blocks(s: BlockSparse, rows: int, cols: int) -> np.ndarray:
 
 
 def zero_pattern(w: np.ndarray) -> str:
-    """"dense" (no zero), "block4" (zeros only in whole groups of 4 columns) or "weight"."""
+    """ "dense" (no zero), "block4" (zeros only in whole groups of 4 columns) or "weight"."""
     w = np.asarray(w)
     if not np.any(w == 0):
         return "dense"
     rows, cols = w.shape
     n_groups = -(-cols // GROUP)
-    z = np.ones((rows, n_groups * GROUP), bool)
+    z = np.zeros((rows, n_groups * GROUP), np.int64)
     z[:, :cols] = w == 0
-    zg = z.reshape(rows, n_groups, GROUP)
-    partial = np.any(zg, axis=2) & ~np.all(zg, axis=2)
+    size = np.minimum(GROUP, cols - GROUP * np.arange(n_groups))  # the last group may be short
+    zeros = z.reshape(rows, n_groups, GROUP).sum(axis=2)
+    partial = (zeros > 0) & (zeros < size[None, :])
     return "weight" if partial.any() else "block4"
 
 
