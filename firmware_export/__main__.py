@@ -1,6 +1,8 @@
 """``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]
 [--sparse auto|never|always] [--max-flash BYTES] [--max-ram BYTES]``
 ``python -m firmware_export check --bundle B [--prefix NAME]``
+``python -m firmware_export qemu --bundle B [--target m4|m3] [--windows N]``
+``python -m firmware_export sizes --bundle B``
 
 Export writes the C files (see export.py) and prints the list of files written as
 JSON; check runs every reference window through the C engine and the TFLM
@@ -17,6 +19,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("qemu", "sizes"):
+        import importlib
+
+        return importlib.import_module(f"firmware_export.{args[0]}").main(args[1:])
     command = args.pop(0) if args and args[0] in ("export", "check") else "export"
     parser = argparse.ArgumentParser(prog=f"python -m firmware_export {command}")
     parser.add_argument("--bundle", required=True, help="bundle folder with step_int8.tflite")

@@ -172,6 +172,17 @@ def check(
         )
         report["anomaly"] = {k: rep[k] for k in ("hit", "peak", "labelled", "margin") if k in rep}
     state_bytes, scratch_bytes = eng.buffer_sizes()
+    from firmware_export import sizes
+
+    if sizes.missing_tools() is None:
+        fs = sizes.firmware_sizes(fw, result["prefix"])
+        report["cortex_m4"] = {
+            "flash_parts": fs["flash"]["parts"],
+            "flash_total": fs["flash"]["total"],
+            "ram": fs["ram"],
+            "stack_path": fs["stack"]["tg_window"]["path"],
+            "checks_ok": fs["checks"]["ok"],
+        }
     report.update({
         "steps_compared": stats["steps"],
         "mismatches": stats["mismatches"],
