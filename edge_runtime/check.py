@@ -1,0 +1,370 @@
+"""Acceptance check of a bundle on this machine's interpreter: ``tinygru-edge check``.
+
+Classifier: the reference windows of ``reference.npz`` (``x_counts``) stream
+back to back through :class:`edge_runtime.stream.Streamer` in window-exact mode
+(hop = T, one window in flight), the int8 head outputs are dequantized and
+compared with the labels (accuracy, macro-F1) and with the float model's
+probabilities (``edge_runtime.metrics.parity``: argmax agreement, errors).
+
+Forecaster: the reference test series (``series_counts``) streams continuously;
+the scores ``|x_t - forecast_{t-1}|`` go through
+``edge_runtime.anomaly.anomaly_report`` (hit, margin, AUCs, false alarms at
+``thresholds.anomaly_score``, the first ``anomaly_warmup_samples`` ignored).
+
+Pass marks come from ``manifest["thresholds"]["device"]`` (written by
+``python -m quantize check``) and can be overridden; one check per mark:
+
+| mark | classifier / forecaster | passes when |
+|---|---|---|
+| ``min_accuracy`` | classifier | accuracy >= mark |
+| ``min_argmax_agreement`` | classifier | argmax agreement with float >= mark |
+| ``require_hit`` | forecaster | the highest score lies in the anomaly zone (if the mark is true) |
+| ``min_point_auc`` | forecaster | point ROC-AUC >= mark |
+| ``min_margin`` | forecaster | margin >= mark |
+| ``max_false_alarms`` | forecaster | false alarms <= mark |
+
+A device (``--device URL``) would answer through a :class:`DeviceLink`; this
+version has none and says so.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_runtime import anomaly, metrics
+from edge_runtime.bundle import Bundle
+from edge_runtime.stream import Streamer
+
+__all__ = [
+    "CLASSIFIER_MARKS",
+    "FORECAST_MARKS",
+    "CheckResult",
+    "DeviceLink",
+    "DeviceLinkUnavailable",
+    "Mark",
+    "check_bundle",
+    "open_device",
+    "render",
+    "write_junit",
+]
+
+CLASSIFIER_MARKS = ("min_accuracy", "min_argmax_agreement")
+FORECAST_MARKS = ("require_hit", "min_point_auc", "min_margin", "max_false_alarms")
+
+
+class DeviceLinkUnavailable(RuntimeError):
+    """``--device`` was asked for, but this version cannot talk to a device."""
+
+
+class DeviceLink(Protocol):
+    """A device running the bundle's model, reached over a serial link.
+
+    ``infer_window`` sends one window of int16 counts ``(T, C)`` and returns the
+    device's int8 head output of the window's last step, ``(n_outputs,)``
+    (as ``edge_runtime.device.DeviceLink.infer_window``); ``stream`` sends a
+    series and returns the int8 head output of every step ``(n_steps, n_outputs)``.
+    """
+
+    def infer_window(self, counts: np.ndarray) -> np.ndarray: ...
+
+    def stream(self, counts: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def open_device(url: str, bundle: Bundle) -> DeviceLink:
+    """The link to a device at ``url`` (``socket://host:port``, ``/dev/ttyACM0``)."""
+    raise DeviceLinkUnavailable(
+        f"device link not available in this version (asked for {url}); run `tinygru-edge "
+        "check` without --device to check this machine's interpreter"
+    )
+
+
+@dataclass
+class Mark:
+    """One threshold check."""
+
+    name: str
+    metric: str
+    value: Any
+    threshold: Any
+    passed: bool
+    source: str  # "manifest" or "flag"
+
+    def message(self) -> str:
+        if self.name == "require_hit" and not self.threshold:
+            return f"{self.metric} {self.value} (not required)"
+        op = {"min": ">=", "max": "<=", "req": "=="}[self.name[:3]]
+        v = _fmt(self.value)
+        return f"{self.metric} {v} {op if self.passed else 'fails ' + op} {_fmt(self.threshold)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "value": self.value,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "source": self.source,
+        }
+
+
+@dataclass
+class CheckResult:
+    bundle: str
+    task: str
+    backend: str
+    metrics: dict[str, Any]
+    marks: list[Mark]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.marks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "task": self.task,
+            "backend": self.backend,
+            "passed": self.passed,
+            "marks": [m.to_dict() for m in self.marks],
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _classifier(
+    b: Bundle, ref: dict[str, np.ndarray], run: Callable[[np.ndarray], np.ndarray]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    x = ref["x_counts"]
+    y_true = ref["y"].astype(np.int64)
+    y_int8 = run(x)
+    yo = b.manifest["quantization"]["step"]["outputs"]["y"]
+    probs = (y_int8.astype(np.float64) - int(yo["zero_point"])) * float(yo["scale"])
+    labels = list(b.manifest["labels"])
+    k = len(labels)
+    yhat = np.argmax(probs, axis=1).astype(np.int64)
+    out: dict[str, Any] = {
+        "windows": int(len(x)),
+        "accuracy": metrics.accuracy(y_true, yhat),
+        "macro_f1": metrics.macro_f1(y_true, yhat, k),
+        "per_class_f1": dict(zip(labels, metrics.per_class_f1(y_true, yhat, k), strict=True)),
+        "confusion": metrics.confusion_matrix(y_true, yhat, k).tolist(),
+    }
+    out["parity_vs_float"] = metrics.parity(ref["probs"].astype(np.float64), probs)
+    out["argmax_agreement"] = out["parity_vs_float"]["argmax_agreement"]
+    return out, {"accuracy": out["accuracy"], "argmax_agreement": out["argmax_agreement"]}
+
+
+def _forecaster(
+    b: Bundle, ref: dict[str, np.ndarray], run: Callable[[np.ndarray], Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    m = b.manifest
+    counts = ref["series_counts"]
+    forecast, scores = run(counts)
+    th = m.get("thresholds") or {}
+    zone = int(m["stages"]["train"]["config"].get("data", {}).get("zone", 100))
+    threshold = th.get("anomaly_score")
+    warmup = int(th.get("anomaly_warmup_samples", 0))
+    rep = anomaly.anomaly_report(
+        scores, ref["labels"] > 0, zone=zone, threshold=threshold, ignore_first=warmup
+    )
+    out = {
+        "samples": int(len(counts)),
+        **rep,
+        "parity_vs_float": metrics.parity(ref["forecast"].astype(np.float64), forecast),
+    }
+    return out, {
+        "hit": rep["hit"],
+        "point_auc": rep["point_auc"],
+        "margin": rep["margin"],
+        "false_alarms": rep.get("false_alarms"),
+    }
+
+
+def _local_windows(b: Bundle, backend: str) -> Callable[[np.ndarray], np.ndarray]:
+    def run(x: np.ndarray) -> np.ndarray:
+        n, T, C = x.shape
+        s = Streamer(b, "window-exact", backend=backend, hop=T)
+        res = s.push_many(x.reshape(n * T, C))
+        if len(res) != n:
+            raise RuntimeError(f"check: {len(res)} window results for {n} windows")
+        return np.stack([r.y_int8 for r in res])
+
+    return run
+
+
+def _local_series(b: Bundle, backend: str) -> Callable[[np.ndarray], Any]:
+    def run(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s = Streamer(b, "continuous", backend=backend)
+        n = len(counts)
+        forecast = np.zeros((n, counts.shape[1]), np.float64)
+        scores = np.zeros(n, np.float64)
+        for i, row in enumerate(counts):
+            for r in s.push(row):
+                assert r.forecast is not None
+                forecast[i] = r.forecast
+                scores[i] = 0.0 if r.score is None else r.score
+        return forecast, scores
+
+    return run
+
+
+def _device_windows(link: DeviceLink) -> Callable[[np.ndarray], np.ndarray]:
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(link.infer_window(w), np.int8).reshape(-1) for w in x])
+
+    return run
+
+
+def check_bundle(
+    bundle: Bundle,
+    *,
+    backend: str = "litert",
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> CheckResult:
+    """Run the acceptance check; ``overrides`` replaces manifest marks by name."""
+    t0 = time.perf_counter()
+    m = bundle.manifest
+    task = bundle.task
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    allowed = CLASSIFIER_MARKS if task == "classification" else FORECAST_MARKS
+    wrong = sorted(set(overrides) - set(allowed))
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)}: not a pass mark for a {task} bundle")
+    link = open_device(device, bundle) if device else None
+    ref = bundle.load_npz("reference.npz")
+    try:
+        if task == "classification":
+            runner = _device_windows(link) if link else _local_windows(bundle, backend)
+            figures, values = _classifier(bundle, ref, runner)
+        else:
+            if link is not None:
+
+                def dev_series(counts: np.ndarray) -> Any:
+                    raise DeviceLinkUnavailable("device series streaming is not available")
+
+                series = dev_series
+            else:
+                series = _local_series(bundle, backend)
+            figures, values = _forecaster(bundle, ref, series)
+    finally:
+        if link is not None:
+            link.close()
+    device_marks = dict((m.get("thresholds") or {}).get("device") or {})
+    marks: list[Mark] = []
+    for name in allowed:
+        if name in overrides:
+            threshold, source = overrides[name], "flag"
+        elif name in device_marks:
+            threshold, source = device_marks[name], "manifest"
+        else:
+            continue
+        metric = {
+            "min_accuracy": "accuracy",
+            "min_argmax_agreement": "argmax_agreement",
+            "require_hit": "hit",
+            "min_point_auc": "point_auc",
+            "min_margin": "margin",
+            "max_false_alarms": "false_alarms",
+        }[name]
+        value = values[metric]
+        if name == "require_hit":
+            passed = bool(value) or not bool(threshold)
+        elif value is None:
+            passed = False
+        elif name.startswith("min_"):
+            passed = float(value) >= float(threshold)
+        else:
+            passed = float(value) <= float(threshold)
+        marks.append(Mark(name, metric, value, threshold, passed, source))
+    return CheckResult(
+        bundle=str(bundle.root),
+        task=task,
+        backend="device " + device if device else backend,
+        metrics=figures,
+        marks=marks,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write_junit(result: CheckResult, path: str | Path) -> None:
+    """JUnit XML: one testsuite, one testcase per pass mark."""
+    failures = sum(not m.passed for m in result.marks)
+    suites = ET.Element("testsuites", tests=str(len(result.marks)), failures=str(failures))
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="tinygru-edge check",
+        tests=str(len(result.marks)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        time=f"{result.seconds:.3f}",
+    )
+    props = ET.SubElement(suite, "properties")
+    for k, v in (("bundle", result.bundle), ("task", result.task), ("backend", result.backend)):
+        ET.SubElement(props, "property", name=k, value=v)
+    classname = f"tinygru_edge.check.{Path(result.bundle).name}"
+    for mk in result.marks:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=mk.name, time="0")
+        if not mk.passed:
+            fail = ET.SubElement(case, "failure", message=mk.message(), type="threshold")
+            fail.text = (
+                f"{mk.metric} = {mk.value}; threshold {mk.name} = {mk.threshold} ({mk.source})"
+            )
+        else:
+            ET.SubElement(case, "system-out").text = mk.message()
+    ET.indent(suites)
+    Path(path).write_bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")
+
+
+def render(result: CheckResult) -> str:
+    """Human-readable summary lines."""
+    f = result.metrics
+    lines = [f"tinygru-edge check: {result.bundle} ({result.task}, {result.backend})"]
+    if result.task == "classification":
+        p = f["parity_vs_float"]
+        lines.append(
+            f"  {f['windows']} windows: accuracy {f['accuracy']:.4f}, macro-F1 "
+            f"{f['macro_f1']:.4f}, agreement with float {_fmt(f['argmax_agreement'])}, "
+            f"max |p - p_float| {p['max_abs_err']:.4f}"
+        )
+    else:
+        p = f["parity_vs_float"]
+        lines.append(
+            f"  {f['samples']} samples: hit {f['hit']} (peak {f['peak']}), margin "
+            f"{f['margin']:.3f}, point AUC {f['point_auc']:.4f}, window AUC "
+            f"{f['window_auc']:.4f}, false alarms {f.get('false_alarms')}, forecast vs float "
+            f"max abs {p['max_abs_err']:.4g}"
+        )
+    if not result.marks:
+        lines.append(
+            "  no pass marks: the manifest has no thresholds.device (run `python -m quantize "
+            "check`) and none were given"
+        )
+    for mk in result.marks:
+        lines.append(f"  [{'PASS' if mk.passed else 'FAIL'}] {mk.name}: {mk.message()}")
+    lines.append(f"  {'PASSED' if result.passed else 'FAILED'} in {result.seconds:.1f} s")
+    return "\n".join(lines)

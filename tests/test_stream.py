@@ -1,0 +1,289 @@
+"""edge_runtime.stream against an independent offline int8 step chain (ai_edge_litert directly).
+
+Small real bundles (BasicMotions with one and two GRU layers, KDD-TSAD 135),
+trained for a few epochs: the tests check bit identity and plumbing, not
+accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime import anomaly
+from edge_runtime.bundle import Bundle
+from edge_runtime.interpreter import InterpreterError, StepInterpreter
+from edge_runtime.preprocess import InputQuant, quantize_counts, windows
+from edge_runtime.stream import Streamer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BUNDLES = {
+    "bm": ("basic_motions.toml", {"epochs = 30": "epochs = 8"}),
+    "bm2": ("basic_motions.toml", {"epochs = 30": "epochs = 2", "gru_units = [8]": "gru_units = [8, 6]",
+                                   'name = "basic_motions"': 'name = "bm2"'}),
+    "anomaly": ("anomaly.toml", {"epochs = 60": "epochs = 1", "gru_units = [32]": "gru_units = [8]"}),
+}  # fmt: skip
+
+
+@functools.cache
+def make_bundle(name: str, root: str) -> Path:
+    """Train (tiny), convert and parity-check one bundle under ``root``; once per session."""
+    from quantize.parity import check
+    from quantize.stage import int8
+    from train.train import run
+
+    config, edits = BUNDLES[name]
+    text = (ROOT / "configs" / config).read_text()
+    for a, b in edits.items():
+        assert a in text, (config, a)
+        text = text.replace(a, b)
+    cfg = Path(root) / f"{name}.toml"
+    cfg.write_text(text)
+    out = Path(root) / name
+    run(str(cfg), str(out))
+    int8(out, calibration_samples=300, arena=False)
+    check(out, progress=False)
+    return out
+
+
+def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.getbasetemp() / "edge_bundles"
+    root.mkdir(exist_ok=True)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def bm(tmp_path_factory) -> Bundle:
+    return Bundle.open(make_bundle("bm", bundle_root(tmp_path_factory)))
+
+
+@pytest.fixture(scope="module")
+def bm2(tmp_path_factory) -> Bundle:
+    return Bundle.open(make_bundle("bm2", bundle_root(tmp_path_factory)))
+
+
+@pytest.fixture(scope="module")
+def forecaster(tmp_path_factory) -> Bundle:
+    return Bundle.open(make_bundle("anomaly", bundle_root(tmp_path_factory)))
+
+
+# --------------------------------------------------------------------------- offline chain
+
+
+class OfflineChain:
+    """The int8 step chain, written from the manifest alone with ai_edge_litert."""
+
+    def __init__(self, b: Bundle, backend: str = "litert") -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        m = b.manifest
+        resolver = (
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            if backend == "litert"
+            else OpResolverType.AUTO
+        )
+        self.it = Interpreter(
+            model_path=str(b.path("step_int8.tflite")), experimental_op_resolver_type=resolver
+        )
+        self.it.allocate_tensors()
+        step = m["quantization"]["step"]
+        names = {d["name"]: d["index"] for d in self.it.get_input_details()}
+        names.update({d["name"]: d["index"] for d in self.it.get_output_details()})
+        self.idx = {k: names[v["tensor_name"]] for k, v in step["inputs"].items()}
+        self.idx.update({k: names[v["tensor_name"]] for k, v in step["outputs"].items()})
+        self.pairs = step["state"]["names"]
+        self.units = [step["inputs"][a]["shape"][1] for a, _ in self.pairs]
+        mc = m["model"]["config"]
+        self.k, self.s, self.C = mc["front_end_kernel"], mc["front_end_stride"], mc["n_channels"]
+        self.fill = step["ring_buffer"]["fill"]
+        self.iq = InputQuant.from_dict(m["preprocess"]["input_quant"])
+
+    def steps(self, counts: np.ndarray) -> np.ndarray:
+        """int8 head output of every step over one series ``(n, C)`` from a zero state."""
+        q = quantize_counts(counts, self.iq)
+        pad = np.concatenate([np.full((self.k - 1, self.C), self.fill, np.int8), q])
+        h = [np.zeros((1, u), np.int8) for u in self.units]
+        ys = []
+        for t in range(0, len(counts), self.s):
+            self.it.set_tensor(self.idx["x"], pad[t : t + self.k].reshape(1, -1))
+            for (a, _), v in zip(self.pairs, h, strict=True):
+                self.it.set_tensor(self.idx[a], v)
+            self.it.invoke()
+            h = [self.it.get_tensor(self.idx[o]) for _, o in self.pairs]
+            ys.append(self.it.get_tensor(self.idx["y"]).reshape(-1))
+        return np.asarray(ys, np.int8)
+
+    def window(self, counts: np.ndarray) -> np.ndarray:
+        return self.steps(counts)[-1]
+
+
+def _stream(b: Bundle) -> np.ndarray:
+    """The concatenated reference windows as one stream ``(N*T, C)``."""
+    x = b.load_npz("reference.npz")["x_counts"]
+    return x.reshape(-1, x.shape[-1])
+
+
+# --------------------------------------------------------------------------- window-exact
+
+
+@pytest.mark.parametrize("name", ["bm", "bm2"])
+@pytest.mark.parametrize("backend", ["litert", "xnnpack"])
+def test_window_exact_is_bit_identical_to_offline_chain(request, name, backend) -> None:
+    b = request.getfixturevalue(name)
+    T, H = b.manifest["preprocess"]["window"], b.manifest["preprocess"]["hop"]
+    counts = _stream(b)
+    s = Streamer(b, "window-exact", backend=backend)
+    results = s.push_many(counts)
+    offline = OfflineChain(b, backend)
+    starts = list(range(0, len(counts) - T + 1, H))
+    assert [r.window_start for r in results] == starts
+    for r in results:
+        want = offline.window(counts[r.window_start : r.window_start + T])
+        assert np.array_equal(r.y_int8, want), f"window at {r.window_start}"
+    # the reference windows themselves sit at multiples of T
+    ref = b.load_npz("reference.npz")
+    by_start = {r.window_start: r for r in results}
+    probs = np.stack([by_start[i * T].raw_probabilities for i in range(len(ref["y"]))])
+    assert np.mean(np.argmax(probs, 1) == ref["y"]) > 0.5
+
+
+def test_window_exact_on_recordings_matches_offline(bm) -> None:
+    ref = bm.load_npz("reference.npz")
+    T, H = bm.manifest["preprocess"]["window"], bm.manifest["preprocess"]["hop"]
+    offline = OfflineChain(bm)
+    s = Streamer(bm)
+    offsets = ref["rec_offsets"]
+    checked = 0
+    for i in range(min(6, len(offsets) - 1)):
+        rec = ref["rec_counts"][offsets[i] : offsets[i + 1]]
+        s.reset()
+        first = s.samples
+        results = s.push_many(rec)
+        starts, xw, _ = windows(rec, None, T, H)
+        assert [r.window_start - first for r in results] == starts.tolist()
+        for r, w in zip(results, xw, strict=True):
+            assert np.array_equal(r.y_int8, offline.window(w))
+            assert r.sample == r.window_start + s.cfg.last_step
+            checked += 1
+    assert checked > 0
+
+
+def test_hop_override_and_reset_restart_the_grid(bm) -> None:
+    T = bm.manifest["preprocess"]["window"]
+    counts = _stream(bm)
+    offline = OfflineChain(bm)
+    s = Streamer(bm, hop=T)
+    s.push_many(counts[:7])  # a stream that breaks after 7 samples
+    s.reset()
+    results = s.push_many(counts[: 3 * T])
+    assert [r.window_start for r in results] == [7, 7 + T, 7 + 2 * T]
+    for i, r in enumerate(results):
+        assert np.array_equal(r.y_int8, offline.window(counts[i * T : (i + 1) * T]))
+
+
+def test_push_checks_its_input(bm) -> None:
+    s = Streamer(bm)
+    with pytest.raises(ValueError, match="channel"):
+        s.push(np.zeros(3, np.int16))
+    with pytest.raises(ValueError, match="int16"):
+        s.push(np.full(s.cfg.channels, 40000, np.int32))
+    with pytest.raises(ValueError, match="mode"):
+        Streamer(bm, "sometimes")
+
+
+# --------------------------------------------------------------------------- continuous
+
+
+def test_continuous_mode_reports_its_agreement(bm) -> None:
+    ref = bm.load_npz("reference.npz")
+    offsets = ref["rec_offsets"]
+    we, co = Streamer(bm, "window-exact"), Streamer(bm, "continuous")
+    a = b = 0
+    correct = total = 0
+    T, H = we.cfg.window, we.cfg.hop
+    for i in range(len(offsets) - 1):
+        rec = ref["rec_counts"][offsets[i] : offsets[i + 1]]
+        labels = ref["rec_labels"][offsets[i] : offsets[i + 1]]
+        we.reset()
+        co.reset()
+        r_we, r_co = we.push_many(rec), co.push_many(rec)
+        assert [r.sample for r in r_we] == [r.sample for r in r_co]
+        _, _, y = windows(rec, labels, T, H)
+        starts_all = windows(rec, None, T, H)[0]
+        starts_lab, _, _ = windows(rec, labels, T, H)
+        keep = np.isin(starts_all, starts_lab)
+        for x, z in zip(r_we, r_co, strict=True):
+            a += int(x.label_index == z.label_index)
+            b += 1
+        pred = np.array([z.label_index for z in r_co])[keep]
+        correct += int(np.sum(pred == y))
+        total += len(y)
+    agreement = a / b
+    accuracy = correct / max(total, 1)
+    print(f"continuous vs window-exact: agreement {agreement:.3f} over {b} windows; "
+          f"continuous accuracy {accuracy:.3f} over {total} labelled windows")  # fmt: skip
+    assert 0.0 <= agreement <= 1.0 and b > 0
+
+
+def test_smoothing_averages_the_last_n(bm) -> None:
+    counts = _stream(bm)[:600]
+    plain = Streamer(bm).push_many(counts)
+    smooth = Streamer(bm, smooth=3).push_many(counts)
+    assert len(plain) == len(smooth)
+    for i, r in enumerate(smooth):
+        assert np.array_equal(r.y_int8, plain[i].y_int8)
+        last = [p.raw_probabilities for p in plain[max(0, i - 2) : i + 1]]
+        np.testing.assert_allclose(r.probabilities, np.mean(last, axis=0), rtol=0, atol=1e-12)
+        assert r.label_index == int(np.argmax(r.probabilities))
+    for r in plain:
+        assert np.array_equal(r.probabilities, r.raw_probabilities)
+
+
+# --------------------------------------------------------------------------- forecaster
+
+
+def test_forecaster_scores_and_flags(forecaster) -> None:
+    m = forecaster.manifest
+    ref = forecaster.load_npz("reference.npz")
+    counts = ref["series_counts"][:1500]
+    with pytest.raises(ValueError, match="window-exact"):
+        Streamer(forecaster, "window-exact")
+    s = Streamer(forecaster)
+    assert s.mode == "continuous"
+    results = s.push_many(counts)
+    assert [r.sample for r in results] == list(range(len(counts)))
+    ys = OfflineChain(forecaster).steps(counts)
+    assert np.array_equal(np.stack([r.y_int8 for r in results]), ys)
+    yo = m["quantization"]["step"]["outputs"]["y"]
+    pre = m["preprocess"]
+    f = (ys.astype(np.float64) - yo["zero_point"]) * yo["scale"] * pre["std"] + pre["mean"]
+    scale = np.array([c["scale"] for c in m["dataset"]["channels"]])
+    want = anomaly.forecast_scores(counts.astype(np.float64) * scale, f)
+    got = np.array([0.0 if r.score is None else r.score for r in results])
+    assert results[0].score is None
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    thr = m["thresholds"]["anomaly_score"]
+    warm = m["thresholds"].get("anomaly_warmup_samples", 0)
+    flags = np.array([r.anomaly for r in results])
+    assert np.array_equal(flags, (want > thr) & (np.arange(len(want)) >= warm))
+    assert not flags[:warm].any()
+    d = results[5].to_dict()
+    assert {"forecast", "score", "anomaly", "y_int8", "latency_us", "sample"} <= set(d)
+
+
+# --------------------------------------------------------------------------- interpreter
+
+
+def test_interpreter_finds_tensors_by_name_and_checks_the_manifest(bm) -> None:
+    step = bm.manifest["quantization"]["step"]
+    it = StepInterpreter.from_bundle(bm)
+    for kind, specs in (("inputs", it.inputs), ("outputs", it.outputs)):
+        for name, spec in specs.items():
+            assert spec.tensor_name == step[kind][name]["tensor_name"]
+    bad = {**step, "inputs": {**step["inputs"], "x": {**step["inputs"]["x"], "zero_point": 5}}}
+    with pytest.raises(InterpreterError, match="zero point"):
+        StepInterpreter(bm.read_bytes("step_int8.tflite"), bad)
