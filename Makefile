@@ -59,8 +59,14 @@ lint: setup ## ruff on all Python
 format: setup ## apply ruff formatting
 	@.venv/bin/ruff format .
 
-bench: setup ## print the figures each stage measured for the bundles in build/
+bench: setup ## figures: stage reports, host µs per step (LiteRT), instructions per step under QEMU
 	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
+	@for t in $(TASKS); do \
+	  echo "== $$t: edge runtime on this host (LiteRT)"; \
+	  $(PY) -m edge_runtime bench --bundle $(BUILD)/$$t --json $(BUILD)/$$t/reports/bench.json || exit 1; \
+	  echo "== $$t: C engine on Cortex-M4 and M3 (QEMU -icount: instructions, not cycles)"; \
+	  for m in m4 m3; do $(PY) -m firmware_export qemu --bundle $(BUILD)/$$t --target $$m --windows 20 || exit 1; done; \
+	done
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) .pytest_cache .ruff_cache
