@@ -11,6 +11,15 @@ are left as the calibrator found them (they differ, often by one float ulp);
 ``step_info`` then records the integer requantization a device would have to
 apply between steps.
 
+The inputs of LOGISTIC and TANH get ranges no wider than where the int8 output
+saturates (``saturated="cap"``, default; see ``_cap_saturated_ranges``): σ
+rounds to its extreme int8 value beyond ``|x| = ln 511`` and tanh beyond
+``|x| = atanh(1 − 1/256)``, so a wider range only coarsens the scale. A trained
+GRU has a few gate pre-activations far into saturation (|x| > 100) that would
+otherwise set the scale of the whole ``x · W + b`` product, which every gate of
+every unit shares: a step of ~0.7, larger than the whole pre-activation range
+of units whose input weights pruning has mostly removed.
+
 Every conversion is checked by ``check_purity``: no FLOAT32 tensor, ops only
 from an allowed list.
 """
@@ -71,6 +80,11 @@ WINDOW_OPS: tuple[str, ...] = (
     "TRANSPOSE",
 )
 _STATE_MODES = ("unit", "union", "calibrated")
+_SATURATED_MODES = ("cap", "calibrated")
+# |x| beyond which the int8 output of the activation is its extreme value:
+# σ (output scale 1/256, zero point −128) rounds to 0 or 255/256 beyond ln(511);
+# tanh (scale 1/128, zero point 0) rounds to −1 or 127/128 beyond atanh(1 − 1/256).
+_SATURATION = {"LOGISTIC": math.log(511.0), "TANH": math.atanh(1.0 - 1.0 / 256.0)}
 # "unit": h ∈ (−1, 1), so [−1, 127/128] gives scale 1/128, zero point 0 exactly.
 _UNIT_RANGE = (-1.0, 127.0 / 128.0)
 
@@ -141,11 +155,139 @@ def _set_state_ranges(
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), ranges
 
 
+def _cap_saturated_ranges(calibrated: bytes) -> tuple[bytes, dict[int, dict]]:
+    """Narrow the recorded ranges feeding LOGISTIC and TANH to where their int8 output saturates.
+
+    For an activation with saturation bound S whose input is used by it alone,
+    the input's range is intersected with [−S, S]. When that input is an ADD
+    (no fused activation) of a and b, a's range is intersected with
+    [−(S + R_b), S + R_b], R_b = max |calibrated range of b|: a value of a
+    beyond that bound makes |a + b| > S with a's sign, and so does a clipped
+    one, so the activation's int8 output is unchanged. A tensor reaching the
+    ADD through SPLIT / SPLIT_V (which keep their input's quantization) is
+    capped, with all its split outputs, by the loosest bound among its uses,
+    and only when every use is such an ADD. Ranges are only ever narrowed.
+    Returns the new bytes and ``{tensor index: {"calibrated": [lo, hi], "set": [lo, hi]}}``.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    sg = model.subgraphs[0]
+    tensors = sg.tensors
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+    def op_name(op: Any) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+
+    producer: dict[int, Any] = {}
+    users: dict[int, list[Any]] = {}
+    for op in sg.operators:
+        for t in op.outputs:
+            producer[int(t)] = op
+        for t in op.inputs:
+            if t >= 0:
+                users.setdefault(int(t), []).append(op)
+
+    def recorded(t: int) -> tuple[float, float] | None:
+        q = tensors[t].quantization
+        if q is None or q.min is None or q.max is None or len(q.min) != 1:
+            return None
+        return float(q.min[0]), float(q.max[0])
+
+    def split_data(op: Any) -> int | None:
+        kind = op_name(op)
+        if kind == "SPLIT":
+            return int(op.inputs[1])
+        if kind == "SPLIT_V":
+            return int(op.inputs[0])
+        return None
+
+    def plain_add(op: Any) -> bool:
+        opts = op.builtinOptions
+        return op_name(op) == "ADD" and (opts is None or opts.fusedActivationFunction == 0)
+
+    bounds: dict[int, float] = {}  # activation input → S
+    addend_bounds: dict[tuple[int, int], float] = {}  # (addend tensor, ADD output) → bound
+    for op in sg.operators:
+        sat = _SATURATION.get(op_name(op))
+        if sat is None:
+            continue
+        t_in = int(op.inputs[0])
+        if len(users.get(t_in, [])) != 1 or recorded(t_in) is None:
+            continue
+        bounds[t_in] = min(bounds.get(t_in, math.inf), sat)
+        add = producer.get(t_in)
+        if add is None or not plain_add(add) or len(add.inputs) != 2:
+            continue
+        a, b = (int(v) for v in add.inputs)
+        ra, rb = recorded(a), recorded(b)
+        if ra is None or rb is None:
+            continue
+        addend_bounds[(a, t_in)] = sat + max(abs(rb[0]), abs(rb[1]))
+        addend_bounds[(b, t_in)] = sat + max(abs(ra[0]), abs(ra[1]))
+
+    def root_and_outputs(t: int) -> tuple[int, list[int]]:
+        """The tensor a split chain starts from, and the split outputs on the way to t."""
+        chain = [t]
+        while t in producer and split_data(producer[t]) is not None:
+            t = split_data(producer[t])
+            chain.append(t)
+        return t, chain[:-1]
+
+    def leaves(t: int) -> list[tuple[int, Any]] | None:
+        """Every (tensor, non-split user) below t through splits; None if t is a graph output."""
+        out: list[tuple[int, Any]] = []
+        for op in users.get(t, []):
+            if split_data(op) is not None and split_data(op) == t:
+                for o in op.outputs:
+                    sub = leaves(int(o))
+                    if sub is None:
+                        return None
+                    out += sub
+            else:
+                out.append((t, op))
+        if t in sg.outputs:
+            return None
+        return out
+
+    caps: dict[int, float] = dict(bounds)
+    groups: dict[int, dict[str, Any]] = {}
+    for (a, _), bound in addend_bounds.items():
+        root, outs = root_and_outputs(a)
+        g = groups.setdefault(root, {"tensors": {root}, "bound": 0.0})
+        g["tensors"].update(outs)
+        g["bound"] = max(g["bound"], bound)
+    for root, g in groups.items():
+        uses = leaves(root)
+        if not uses or root in sg.inputs or recorded(root) is None:
+            continue
+        if not all(plain_add(op) and (t, int(op.outputs[0])) in addend_bounds for t, op in uses):
+            continue
+        for t in {root, *(t for t, _ in uses)} | g["tensors"]:
+            caps[t] = min(caps.get(t, math.inf), g["bound"])
+
+    changed: dict[int, dict] = {}
+    for t, cap in sorted(caps.items()):
+        r = recorded(t)
+        if r is None:
+            continue
+        lo, hi = max(r[0], -cap), min(r[1], cap)
+        if (lo, hi) == r:
+            continue
+        q = tensors[t].quantization
+        q.min = np.array([lo], np.float32)
+        q.max = np.array([hi], np.float32)
+        changed[t] = {"calibrated": [r[0], r[1]], "set": [lo, hi]}
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+
+
 def convert_step(
     step_model: keras.Model,
     calibration: dict[str, np.ndarray],
     *,
     state: str = "unit",
+    saturated: str = "cap",
 ) -> bytes:
     """Convert the single-step model to full int8 and return the .tflite bytes.
 
@@ -162,18 +304,21 @@ def convert_step(
     with tempfile.TemporaryDirectory(prefix="tinygru-convert-") as tmp:
         conv = _converter(step_model, tmp)
         conv.representative_dataset = _dataset(calibration)
-        if state == "calibrated":
+        if state == "calibrated" and saturated == "calibrated":
             with _quiet():
                 return bytes(conv.convert())
         conv._experimental_calibrate_only = True
         with _quiet():
             calibrated = bytes(conv.convert())
-    outs = [n for n in step_model.output] if isinstance(step_model.output, dict) else []
-    pairs = [(n, n.replace("_in", "_out")) for n in (names or []) if n.endswith("_in")]
-    missing = [b for _, b in pairs if b not in outs]
-    if missing:
-        raise ValueError(f"step model lacks state output(s) {missing}")
-    calibrated, _ = _set_state_ranges(calibrated, pairs, state)
+    if saturated == "cap":
+        calibrated, _ = _cap_saturated_ranges(calibrated)
+    if state != "calibrated":
+        outs = [n for n in step_model.output] if isinstance(step_model.output, dict) else []
+        pairs = [(n, n.replace("_in", "_out")) for n in (names or []) if n.endswith("_in")]
+        missing = [b for _, b in pairs if b not in outs]
+        if missing:
+            raise ValueError(f"step model lacks state output(s) {missing}")
+        calibrated, _ = _set_state_ranges(calibrated, pairs, state)
     with _quiet():
         quantized = _tfl_convert.mlir_quantize(
             calibrated,

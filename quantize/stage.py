@@ -485,6 +485,9 @@ def int8(
         },
         "conversion": {
             "state": "unit",
+            "saturated": "cap: the ranges feeding LOGISTIC and TANH are narrowed to where the "
+            "int8 output saturates (|x| = ln 511 for the sigmoid, atanh(1 - 1/256) for tanh; "
+            "an addend by that bound plus the other addend's largest magnitude)",
             "process": "fresh Python process, PYTHONHASHSEED=0 (python -m quantize.convert step)"
             if fresh_process
             else "in process (not guaranteed reproducible)",

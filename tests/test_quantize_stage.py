@@ -224,3 +224,62 @@ def test_anomaly_task_through_int8_and_check(tmp_path: Path) -> None:
     assert rep["litert_vs_tflm"]["chain"]["windows_argmax_differ"] is None
     assert "require_hit" in b.manifest["thresholds"]["device"]
     assert "anomaly_score" in b.manifest["thresholds"]
+
+
+def test_saturated_gate_inputs_do_not_set_the_scale() -> None:
+    """One unit with a gate pre-activation far into saturation (as training leaves some)
+    must not coarsen the int8 scale of the gate products that every unit shares.
+
+    Units with small candidate inputs (rows that pruning has mostly emptied) are the
+    ones that lose: with the calibrated range their pre-activations round to a few
+    steps. Capping the ranges that feed LOGISTIC and TANH where the int8 output
+    saturates keeps them, and changes nothing for the saturated unit.
+    """
+    import math
+
+    import keras
+
+    from quantize.convert import calibration_pairs, convert_step, run_int8_chain
+    from quantize.step_model import build_step_model, run_float_chain
+    from train.model import build_model
+
+    cfg = ModelConfig(3, 4, gru_units=(8,))
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    gru = model.get_layer("gru_1")
+    kernel, recurrent, bias = gru.get_weights()
+    kernel = rng.normal(0.0, 0.1, kernel.shape).astype(np.float32)  # small gate inputs
+    kernel[:, 0] = 60.0  # unit 0's update gate: |pre-activation| ≫ ln 511
+    bias = rng.normal(0.0, 0.3, bias.shape).astype(np.float32)
+    gru.set_weights([kernel, recurrent, bias])
+    walk = np.cumsum(rng.normal(size=(40, 24, 3)), axis=1) / np.sqrt(np.arange(1, 25))[:, None]
+    windows = walk.astype(np.float32)
+    cal = calibration_pairs(model, cfg, windows[:30], 600, 0)
+    step = build_step_model(model, cfg)
+    capped = convert_step(step, cal)
+    calibrated = convert_step(step, cal, saturated="calibrated")
+
+    def gate_scales(tfl: bytes) -> dict[str, float]:
+        g = read_graph(tfl)
+        out = {}
+        for op in g.ops:
+            if op.op in ("LOGISTIC", "TANH"):
+                out[op.op] = g.tensors[op.inputs[0]].scale[0]
+        x = g.inputs[[g.tensors[i].shape[-1] for i in g.inputs].index(cfg.step_inputs)]
+        gx = next(op for op in g.ops if op.op == "FULLY_CONNECTED" and op.inputs[0] == x)
+        out["gx"] = g.tensors[gx.outputs[0]].scale[0]
+        return out
+
+    s_cap, s_cal = gate_scales(capped), gate_scales(calibrated)
+    assert s_cap["LOGISTIC"] <= 2 * math.log(511) / 255 * (1 + 1e-6)
+    assert s_cap["TANH"] <= 2 * math.atanh(1 - 1 / 256) / 255 * (1 + 1e-6)
+    assert s_cap["gx"] < s_cal["gx"] / 4, (s_cap, s_cal)
+
+    test = windows[30:]
+    ref = run_float_chain(build_step_model(model, cfg, batch_size=None), cfg, test)["h1_out"]
+    err = {}
+    for name, tfl in (("capped", capped), ("calibrated", calibrated)):
+        out = run_int8_chain(tfl, cfg, test)
+        err[name] = float(np.mean(np.abs(out["h1_out"].astype(np.float64) / 128 - ref)))
+    assert err["capped"] < err["calibrated"] / 2, err

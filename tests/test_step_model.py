@@ -232,9 +232,11 @@ def test_int8_chain_agrees_with_float_chain(converted: dict, backend: str) -> No
 # One step on identical int8 inputs, LiteRT (built-in kernels) vs TFLM. Single
 # ops differ by at most one int8 step (FULLY_CONNECTED, ADD, LOGISTIC rounding),
 # but a step is ~13 ops in sequence, and TANH / LOGISTIC can widen a one-step
-# difference in their input: measured on these models, 3 of ~1150 state values
-# differed (max 2 steps) and ~1% of head outputs by 1 step.
-STEP_DIFF_MAX = 2
+# difference in their input: with the TANH input range capped at saturation
+# (scale 2·atanh(1 − 1/256)/255 ≈ 0.0245) one input step is up to ~3 output
+# steps of 1/128. Measured on these models: at most 6 of 864 values of a state
+# differed (max 3 steps, h2_out of two_layers) and at most 9 of 576 head outputs (1 step).
+STEP_DIFF_MAX = 3
 STEP_DIFF_FRACTION = 0.02
 
 
