@@ -18,8 +18,13 @@ def configure_tf() -> None:
     global _configured
     if _configured:
         return
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TensorFlow already ran something in this process (a conversion, say):
+        # its thread pools are fixed now. Results stay deterministic either way.
+        pass
     tf.config.experimental.enable_op_determinism()
     _configured = True
 
