@@ -17,7 +17,7 @@ else
 TASKS := $(TASK)
 endif
 
-.PHONY: help setup demo test test-fast lint format bench clean
+.PHONY: help setup demo test test-fast lint format bench firmware fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,15 @@ bench: setup ## figures: stage reports, host µs per step (LiteRT), instructions
 	  echo "== $$t: C engine on Cortex-M4 and M3 (QEMU -icount: instructions, not cycles)"; \
 	  for m in m4 m3; do $(PY) -m firmware_export qemu --bundle $(BUILD)/$$t --target $$m --windows 20 || exit 1; done; \
 	done
+
+firmware: setup ## build the reference firmware (MPS2 AN385/AN386/AN500, -Os/-O2) for the bundles in build/
+	@for t in $(TASKS); do \
+	  $(PY) -m firmware_export --bundle $(BUILD)/$$t > /dev/null || exit 1; \
+	  $(MAKE) --no-print-directory -C firmware BUNDLE=$(abspath $(BUILD))/$$t || exit 1; \
+	done
+
+fuzz: setup ## libFuzzer on the device-protocol parser (FUZZ_SECONDS=60)
+	@$(MAKE) --no-print-directory -C firmware fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD) .pytest_cache .ruff_cache

@@ -153,6 +153,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from edge_runtime.api import open_bundle
     from edge_runtime.check import DeviceLinkUnavailable, check_bundle, render, write_junit
+    from edge_runtime.device import DeviceError
 
     b = open_bundle(args.bundle)
     overrides = {
@@ -165,7 +166,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     }
     try:
         result = check_bundle(b, backend=args.backend, device=args.device, overrides=overrides)
-    except DeviceLinkUnavailable as e:
+    except (DeviceLinkUnavailable, DeviceError) as e:
         _err(f"check: {e}")
         return EXIT_ERROR
     except ValueError as e:

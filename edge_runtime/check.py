@@ -80,11 +80,10 @@ class DeviceLink(Protocol):
 
 
 def open_device(url: str, bundle: Bundle) -> DeviceLink:
-    """The link to a device at ``url`` (``socket://host:port``, ``/dev/ttyACM0``)."""
-    raise DeviceLinkUnavailable(
-        f"device link not available in this version (asked for {url}); run `tinygru-edge "
-        "check` without --device to check this machine's interpreter"
-    )
+    """The link to a device at ``url``: ``qemu:an385|an386|an500``, a pyserial URL or a tty."""
+    from edge_runtime.device import open_device as _open
+
+    return _open(url, bundle)
 
 
 @dataclass
@@ -260,7 +259,9 @@ def check_bundle(
             if link is not None:
 
                 def dev_series(counts: np.ndarray) -> Any:
-                    raise DeviceLinkUnavailable("device series streaming is not available")
+                    raise DeviceLinkUnavailable(
+                        "a forecaster check over a device link is not available in this version"
+                    )
 
                 series = dev_series
             else:

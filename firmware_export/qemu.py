@@ -1,7 +1,8 @@
 """The engine on an emulated Cortex-M4 (``mps2-an386``) or Cortex-M3 (``mps2-an385``).
 
-``build_firmware`` links the exported engine, the generated model data and the
-program in ``engine/target/`` (own startup, linker script, semihosting calls) with
+``build_firmware`` links the exported engine, the generated model data, the MPS2
+board support in ``firmware/board/mps2/`` (startup, linker script) and the program
+in ``engine/target/`` (semihosting calls) with
 arm-none-eabi-gcc ``-O2``; the ELF is cached under ``build/cache/qemu/<sha256>/``.
 ``run`` writes the windows to ``tg_in.bin`` in a temporary folder, boots the ELF in
 qemu-system-arm with semihosting and ``-icount shift=0`` (one instruction = 1 ns
@@ -30,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_DIR = Path(__file__).resolve().parent / "engine" / "target"
+BOARD_DIR = ROOT / "firmware" / "board" / "mps2"
 CACHE = ROOT / "build" / "cache" / "qemu"
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
@@ -84,15 +86,16 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
         raise ValueError(f"target {target!r}: use one of {sorted(TARGETS)}")
     fw = Path(firmware_dir).resolve()
     P = prefix.upper()
-    sources = [*sorted(TARGET_DIR.glob("*.c")), *sorted((fw / "engine").glob("*.c")),
-               fw / f"{prefix}_model.c"]  # fmt: skip
-    headers = [*sorted(TARGET_DIR.glob("*.h")), *sorted((fw / "engine").glob("*.h")),
-               fw / f"{prefix}_model.h"]  # fmt: skip
+    sources = [BOARD_DIR / "startup.c", *sorted(TARGET_DIR.glob("*.c")),
+               *sorted((fw / "engine").glob("*.c")), fw / f"{prefix}_model.c"]  # fmt: skip
+    headers = [BOARD_DIR / "board.h", *sorted(TARGET_DIR.glob("*.h")),
+               *sorted((fw / "engine").glob("*.h")), fw / f"{prefix}_model.h"]  # fmt: skip
     flags = [*CFLAGS, f"-mcpu={TARGETS[target]['cpu']}",
              f"-DTGT_MODEL_H=\"{prefix}_model.h\"", f"-DTGT_MODEL={prefix}_model",
              f"-DTGT_STATE_BYTES={P}_STATE_BYTES", f"-DTGT_SCRATCH_BYTES={P}_SCRATCH_BYTES",
-             f"-I{fw}", f"-I{fw / 'engine'}", f"-I{TARGET_DIR}"]  # fmt: skip
-    ld = [*LDFLAGS, f"-T{TARGET_DIR / 'mps2.ld'}"]
+             f"-I{fw}", f"-I{fw / 'engine'}", f"-I{TARGET_DIR}", f"-I{BOARD_DIR}",
+             "-DBOARD_SEMIHOST_EXIT"]  # fmt: skip
+    ld = [*LDFLAGS, f"-T{BOARD_DIR / 'mps2.ld'}"]
     h = hashlib.sha256()
     h.update(
         subprocess.run(
@@ -100,7 +103,7 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
         ).stdout.encode()
     )
     h.update("\0".join([*flags, *ld]).encode())
-    for p in [*sources, *headers, TARGET_DIR / "mps2.ld"]:
+    for p in [*sources, *headers, BOARD_DIR / "mps2.ld"]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     out_dir = CACHE / h.hexdigest()
     elf = out_dir / "fw.elf"

@@ -1,0 +1,375 @@
+"""The host side of the tinygru device protocol (docs/device-protocol.md), over pyserial.
+
+``DeviceLink(url)`` talks to a board running the reference firmware (``firmware/dut``)
+through any pyserial URL: ``/dev/ttyACM0`` for a real board, ``socket://127.0.0.1:PORT``
+for QEMU (see ``edge_runtime.qemu_launch``), a pty path for tests. Nothing here is
+specific to an emulator.
+
+    with DeviceLink("socket://127.0.0.1:4321") as dev:
+        dev.info()                       # model, sha256, dims, quantization, engine
+        y = dev.infer_window(counts)     # int16 (T, C) -> int8 (n_outputs,)
+        dev.timing(counts, runs=5)       # timer ticks per window
+
+Every command waits for the device's ``m-ready``; a missing reply raises
+:class:`DeviceTimeout`, an ``e-[...]`` reply :class:`DeviceError`, each naming the
+command and what was received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+READY = "m-ready"
+TERMINATOR = "%"
+CANCEL = "\x18"  # discards a partly received line on the device
+LINE_MAX = 256  # longest command line the firmware accepts
+CHUNK_BYTES = 120  # bytes per `db <hex>` command: 3 + 240 characters
+DEVICE_NAME = "tinygru"
+
+
+class DeviceError(RuntimeError):
+    """The device answered with an error, or with something unexpected."""
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not finish its reply (``m-ready``) in time."""
+
+
+def _shown(data: str, limit: int = 300) -> str:
+    s = repr(data)
+    return s if len(s) <= limit else s[: limit - 20] + "..." + s[-17:]
+
+
+@dataclass
+class Timing:
+    """Timer ticks of ``runs`` whole windows, each from a zero state."""
+
+    runs: int
+    ticks: int
+    hz: int
+    instructions_per_second: float | None = None  # QEMU -icount shift=0: 1e9
+
+    @property
+    def ticks_per_window(self) -> float:
+        return self.ticks / self.runs
+
+    @property
+    def seconds_per_window(self) -> float:
+        return self.ticks_per_window / self.hz
+
+    @property
+    def instructions_per_window(self) -> float | None:
+        """Instructions per window, when the clock counts instructions (emulation)."""
+        if self.instructions_per_second is None:
+            return None
+        return self.seconds_per_window * self.instructions_per_second
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "ticks": self.ticks, "hz": self.hz,
+                "ticks_per_window": self.ticks_per_window,
+                "seconds_per_window": self.seconds_per_window,
+                "instructions_per_window": self.instructions_per_window}  # fmt: skip
+
+
+class DeviceLink:
+    """One connection to a device speaking the tinygru protocol.
+
+    ``url`` is anything ``serial.serial_for_url`` opens. ``timeout`` bounds each
+    command's reply (seconds; longer for ``infer`` with many runs).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 115200,
+        timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        instructions_per_second: float | None = None,
+    ) -> None:
+        import serial
+
+        self.url = url
+        self.timeout = float(timeout)
+        self.instructions_per_second = instructions_per_second
+        self._buf = b""
+        self._info: dict[str, Any] | None = None
+        self._close_hooks: list[Any] = []
+        try:
+            self._ser = serial.serial_for_url(
+                url, baudrate=baudrate, timeout=0.05, write_timeout=self.timeout
+            )
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise DeviceError(f"cannot open {url}: {e}") from e
+        try:
+            self.sync(timeout=connect_timeout)
+            name = self.name()
+            if name != DEVICE_NAME:
+                raise DeviceError(
+                    f"{url}: device calls itself {name!r}, not {DEVICE_NAME!r} "
+                    "(not the tinygru reference firmware)"
+                )
+        except BaseException:
+            self._ser.close()
+            raise
+
+    # ---- plumbing ---------------------------------------------------------
+
+    def __enter__(self) -> DeviceLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def on_close(self, fn: Any) -> None:
+        """Call ``fn()`` after the port is closed (e.g. stop an emulator)."""
+        self._close_hooks.append(fn)
+
+    def close(self) -> None:
+        try:
+            self._ser.close()
+        finally:
+            hooks, self._close_hooks = self._close_hooks, []
+            for fn in reversed(hooks):
+                fn()
+
+    def _read_line(self, deadline: float, cmd: str, got: list[str]) -> str:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                raw, self._buf = self._buf[:i], self._buf[i + 1 :]
+                return raw.decode("ascii", "replace").rstrip("\r")
+            if time.monotonic() > deadline:
+                sofar = "\n".join(got + [self._buf.decode("ascii", "replace")])
+                raise DeviceTimeout(
+                    f"{self.url}: command {cmd!r}: no m-ready in time; received {_shown(sofar)}"
+                )
+            chunk = self._ser.read(max(1, self._ser.in_waiting or 1))
+            if chunk:
+                self._buf += chunk
+
+    def _write(self, text: str) -> None:
+        import serial
+
+        try:
+            self._ser.write(text.encode("ascii"))
+        except serial.SerialTimeoutException as e:
+            raise DeviceTimeout(f"{self.url}: sending {_shown(text)} timed out: {e}") from e
+
+    def sync(self, timeout: float | None = None) -> None:
+        """Drop any partial line and stale output: a nonce command's error echo marks the end."""
+        nonce = "sync-" + secrets.token_hex(4)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._write(CANCEL + nonce + TERMINATOR)
+        got: list[str] = []
+        seen = False
+        while True:
+            line = self._read_line(deadline, nonce, got)
+            got.append(line)
+            if nonce in line:
+                seen = True
+            elif seen and line == READY:
+                return
+
+    def command(self, cmd: str, *, timeout: float | None = None) -> list[str]:
+        """Send ``cmd`` (without ``%``); return the reply lines before ``m-ready``."""
+        if TERMINATOR in cmd or CANCEL in cmd:
+            raise ValueError(f"command {cmd!r} holds a terminator or cancel byte")
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._write(CANCEL + cmd + TERMINATOR)
+        got: list[str] = []
+        while True:
+            line = self._read_line(deadline, cmd, got)
+            if line == READY:
+                break
+            got.append(line)
+        errors = [g for g in got if g.startswith("e-")]
+        if errors:
+            raise DeviceError(
+                f"{self.url}: command {cmd!r}: {errors[0]} (reply {_shown(chr(10).join(got))})"
+            )
+        return got
+
+    def _expect(self, cmd: str, lines: list[str], pattern: str) -> re.Match[str]:
+        for line in lines:
+            m = re.fullmatch(pattern, line)
+            if m:
+                return m
+        raise DeviceError(
+            f"{self.url}: command {cmd!r}: expected a line like {pattern!r}, received {_shown(chr(10).join(lines))}"
+        )
+
+    # ---- commands ---------------------------------------------------------
+
+    def name(self) -> str:
+        lines = self.command("name")
+        return self._expect("name", lines, r"m-name-dut-\[(.*)\]").group(1)
+
+    def profile(self) -> dict[str, str]:
+        lines = self.command("profile")
+        return {"profile": self._expect("profile", lines, r"m-profile-\[(.*)\]").group(1),
+                "model": self._expect("profile", lines, r"m-model-\[(.*)\]").group(1)}  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        """Model name and sha256, dims, quantization, engine version, target, timer rate."""
+        if self._info is not None:
+            return dict(self._info)
+        lines = self.command("info")
+        raw = {}
+        for line in lines:
+            m = re.fullmatch(r"m-info-([a-z0-9]+)-\[(.*)\]", line)
+            if m:
+                raw[m.group(1)] = m.group(2)
+        for key in ("model", "sha256", "engine", "target", "dims", "quant", "input", "timer"):
+            if key not in raw:
+                raise DeviceError(
+                    f"{self.url}: command 'info': no m-info-{key}-[...] line, received {_shown(chr(10).join(lines))}"
+                )
+        dims = dict(kv.split("=", 1) for kv in raw["dims"].split(","))
+        quant = dict(kv.split("=", 1) for kv in raw["quant"].split(","))
+        inp = raw["input"].split(",")
+        info = {
+            "model": raw["model"], "sha256": raw["sha256"], "engine": raw["engine"],
+            "target": raw["target"],
+            "window": int(dims["window"]), "channels": int(dims["channels"]),
+            "kernel": int(dims["kernel"]), "stride": int(dims["stride"]),
+            "outputs": int(dims["outputs"]), "layers": int(dims["layers"]),
+            "units": [int(u) for u in dims["units"].split("/")],
+            "quant": {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in quant.items()},
+            "input_format": inp[0], "input_bytes": int(inp[1].split("=", 1)[1]),
+            "timer_hz": int(raw["timer"].split("=", 1)[1]),
+        }  # fmt: skip
+        self._info = info
+        return dict(info)
+
+    def load(self, counts: np.ndarray) -> None:
+        """Fill the device's input buffer with int16 counts ``(n, C)`` (little endian)."""
+        info = self.info()
+        c = np.asarray(counts)
+        if c.ndim != 2 or c.shape[1] != info["channels"] or c.shape[0] < 1:
+            raise ValueError(f"counts must be (samples, {info['channels']}), got shape {c.shape}")
+        if c.dtype != np.int16 and (c.min() < -32768 or c.max() > 32767):
+            raise ValueError("counts out of int16 range")
+        data = c.astype("<i2").tobytes()
+        if len(data) > info["input_bytes"]:
+            raise ValueError(
+                f"{c.shape[0]} samples need {len(data)} bytes; the device holds {info['input_bytes']}"
+            )
+        cmd = f"db load {len(data)}"
+        self._expect(cmd, self.command(cmd), rf"m-\[Expecting {len(data)} bytes\]")
+        for i in range(0, len(data), CHUNK_BYTES):
+            cmd = "db " + data[i : i + CHUNK_BYTES].hex()
+            lines = self.command(cmd)
+            if i + CHUNK_BYTES >= len(data):
+                self._expect(f"db <{len(data) - i} bytes>", lines, r"m-load-done")
+
+    def infer(self, runs: int = 1, warmup: int = 0) -> list[float]:
+        """``infer runs warmup`` on the loaded input; the m-results values (dequantized)."""
+        cmd = f"infer {int(runs)} {int(warmup)}"
+        lines = self.command(cmd, timeout=self.timeout + 0.01 * (runs + warmup))
+        self._expect(cmd, lines, r"m-infer-done")
+        laps = [int(m.group(1)) for x in lines if (m := re.fullmatch(r"m-lap-us-(\d+)", x))]
+        if len(laps) != 2:
+            raise DeviceError(
+                f"{self.url}: command {cmd!r}: expected two m-lap-us lines, received {_shown(chr(10).join(lines))}"
+            )
+        res = self._expect(cmd, lines, r"m-results-\[(.*)\]").group(1)
+        return [float(v) for v in res.split(",")] if res else []
+
+    def results_raw(self) -> np.ndarray:
+        """The int8 head output of the last inference or stream step."""
+        lines = self.command("results-raw")
+        res = self._expect("results-raw", lines, r"m-results-raw-\[(.*)\]").group(1)
+        return np.array([int(v) for v in res.split(",")], np.int8)
+
+    def ticks(self) -> Timing:
+        lines = self.command("ticks")
+        m = self._expect("ticks", lines, r"m-ticks-\[runs=(\d+),total=(\d+),hz=(\d+)\]")
+        return Timing(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                      self.instructions_per_second)  # fmt: skip
+
+    def infer_window(self, counts: np.ndarray) -> np.ndarray:
+        """int16 counts ``(T, C)`` -> int8 head output of the last step, from a zero state."""
+        self.load(counts)
+        self.infer(1, 0)
+        y = self.results_raw()
+        if len(y) != self.info()["outputs"]:
+            raise DeviceError(
+                f"{self.url}: results-raw has {len(y)} values, model has {self.info()['outputs']} outputs"
+            )
+        return y
+
+    def timing(self, counts: np.ndarray | None = None, runs: int = 5, warmup: int = 1) -> Timing:
+        """Timer ticks of ``runs`` windows (after ``warmup``) on ``counts`` or the loaded input."""
+        if counts is not None:
+            self.load(counts)
+        self.infer(runs, warmup)
+        return self.ticks()
+
+    def stream_reset(self) -> None:
+        self._expect("stream reset", self.command("stream reset"), r"m-stream-reset")
+
+    def stream_push(self, counts: np.ndarray) -> np.ndarray:
+        """Push samples through the device's carried state; int8 ``(steps, n_outputs)``."""
+        self.load(counts)
+        lines = self.command("stream")
+        m = self._expect("stream", lines, r"m-stream-\[samples=(\d+),steps=(\d+),t=(\d+)\]")
+        steps = [
+            [int(v) for v in g.group(1).split(",")]
+            for x in lines
+            if (g := re.fullmatch(r"m-step-\[(.*)\]", x))
+        ]
+        n_out = self.info()["outputs"]
+        if len(steps) != int(m.group(2)) or any(len(s) != n_out for s in steps):
+            raise DeviceError(
+                f"{self.url}: command 'stream': {m.group(2)} steps announced, received "
+                f"{_shown(chr(10).join(lines))}"
+            )
+        return np.array(steps, np.int8).reshape(len(steps), n_out)
+
+    def stream(self, counts: np.ndarray) -> np.ndarray:
+        """A series of int16 counts ``(n, C)`` from a zero state: every step's int8 output."""
+        c = np.asarray(counts)
+        self.stream_reset()
+        per = self.info()["window"]
+        outs = [self.stream_push(c[i : i + per]) for i in range(0, len(c), per)]
+        if not outs:
+            return np.zeros((0, self.info()["outputs"]), np.int8)
+        return np.concatenate(outs)
+
+
+def open_device(spec: str, bundle: Any = None, **kw: Any) -> DeviceLink:
+    """A link for ``--device SPEC``: ``qemu:an386|an385|an500`` (needs the bundle's
+    firmware, see edge_runtime.qemu_launch), else any pyserial URL or device path.
+
+    ``bundle`` (an ``edge_runtime.bundle.Bundle`` or its folder): when given, the
+    device must run that bundle's model (sha256 of ``step_int8.tflite``).
+    """
+    from edge_runtime.bundle import Bundle
+
+    b = None if bundle is None else (bundle if isinstance(bundle, Bundle) else Bundle.open(bundle))
+    if spec.startswith("qemu:"):
+        from edge_runtime import qemu_launch
+
+        if b is None:
+            raise ValueError(f"--device {spec} needs a bundle (its firmware ELF)")
+        link = qemu_launch.open_qemu_link(b.root, spec.split(":", 1)[1], **kw)
+    else:
+        link = DeviceLink(spec, **kw)
+    if b is not None and b.has("step_int8.tflite"):
+        want = hashlib.sha256(b.read_bytes("step_int8.tflite")).hexdigest()
+        got = link.info()["sha256"]
+        if got != want:
+            link.close()
+            raise DeviceError(
+                f"{spec}: the device runs model {got[:12]}…, the bundle {b.root} has {want[:12]}…: "
+                "flash the bundle's firmware (make -C firmware BUNDLE=...)"
+            )
+    return link

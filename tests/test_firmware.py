@@ -1,0 +1,178 @@
+"""The reference firmware: builds for the three MPS2 boards at -Os and -O2 with a size
+report; the device-protocol parser, compiled for the host, replays recorded transcripts
+byte for byte and survives a bounded libFuzzer run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIRMWARE = ROOT / "firmware"
+FUZZ = ROOT / "tests" / "fuzz"
+BOARDS = ("mps2-an385", "mps2-an386", "mps2-an500")
+OPTS = ("Os", "O2")
+FUZZ_RUNS = 20000
+
+
+def arm_tools_missing() -> str | None:
+    for tool in ("arm-none-eabi-gcc", "arm-none-eabi-size", "make"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (see debian-packages.txt)"
+    return None
+
+
+def build_dut(bundle: Path) -> dict:
+    """Export the bundle and build every DUT ELF; returns reports/firmware.json."""
+    from firmware_export.export import export
+
+    export(bundle)
+    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BUNDLE={bundle}", "-j2"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((bundle / "reports" / "firmware.json").read_text())
+
+
+def dut_bundle(tmp_path_factory) -> Path:
+    """The small BasicMotions bundle of test_engine (session cached) with its DUT firmware."""
+    from test_engine import make_bundle
+
+    root = tmp_path_factory.getbasetemp() / "engine_bundles"
+    root.mkdir(exist_ok=True)
+    bundle = make_bundle("bm", str(root))
+    if not (bundle / "reports" / "firmware.json").is_file():
+        build_dut(bundle)
+    return bundle
+
+
+# ---- the build ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(arm_tools_missing() is not None, reason=f"{arm_tools_missing()}")
+def test_every_board_builds_with_a_size_report(tmp_path_factory) -> None:
+    bundle = dut_bundle(tmp_path_factory)
+    rep = build_dut(bundle)  # a second make only rewrites the report
+    assert rep["model"] == "basic_motions" and len(rep["model_sha256"]) == 64
+    builds = {(b["target"], b["opt"]): b for b in rep["builds"]}
+    assert set(builds) == {(t, f"-{o}") for t in BOARDS for o in OPTS}
+    for (target, opt), b in builds.items():
+        elf = bundle / b["elf"]
+        assert elf.is_file() and elf.parent.name == f"{target}{opt}"
+        assert b["flash_bytes"] == b["text"] + b["data"]
+        assert b["ram_bytes"] == b["data"] + b["bss"]
+        assert 4_000 < b["flash_bytes"] < 64_000, b
+        assert 0 < b["ram_bytes"] < 16_000, b
+    for t in BOARDS:
+        assert builds[(t, "-Os")]["text"] < builds[(t, "-O2")]["text"]
+
+
+def test_makefile_names_a_missing_export(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make not found")
+    (tmp_path / "firmware").mkdir()
+    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BUNDLE={tmp_path}"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0
+    assert "python -m firmware_export --bundle" in proc.stderr
+
+
+# ---- the parser on the host ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def host_parser(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    exe = tmp_path_factory.mktemp("parser") / "transcript"
+    cmd = [cc, "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FIRMWARE / 'dut'}",
+           f"-I{FUZZ}", str(FIRMWARE / "dut" / "protocol.c"), str(FUZZ / "fake_port.c"),
+           str(FUZZ / "transcript_main.c"), "-o", str(exe)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+def _unescape(s: str) -> bytes:
+    return re.sub(rb"\\x([0-9a-fA-F]{2})|\\r|\\n",
+                  lambda m: bytes([int(m.group(1), 16)]) if m.group(1)
+                  else (b"\r" if m.group(0) == rb"\r" else b"\n"),
+                  s.encode("ascii"))  # fmt: skip
+
+
+def read_transcript(path: Path) -> tuple[bool, bytes, bytes]:
+    boot, sent, want = False, b"", b""
+    for line in path.read_text().splitlines():
+        if line == "# boot":
+            boot = True
+        elif line.startswith("> "):
+            sent += _unescape(line[2:])
+        elif line.startswith("< "):
+            want += line[2:].encode("ascii") + b"\r\n"
+        elif line.strip():
+            raise ValueError(f"{path.name}: bad transcript line {line!r}")
+    return boot, sent, want
+
+
+TRANSCRIPTS = sorted((FUZZ / "transcripts").glob("*.txt"))
+
+
+@pytest.mark.parametrize("path", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])
+def test_parser_replays_transcript_exactly(host_parser: Path, path: Path) -> None:
+    boot, sent, want = read_transcript(path)
+    args = [str(host_parser)] + (["boot"] if boot else [])
+    proc = subprocess.run(args, input=sent, capture_output=True, timeout=30)
+    assert proc.returncode == 0
+    got = proc.stdout
+    if got != want:  # show the first differing line
+        g, w = got.split(b"\r\n"), want.split(b"\r\n")
+        i = next(
+            (i for i, (a, b) in enumerate(zip(g, w, strict=False)) if a != b), min(len(g), len(w))
+        )
+        pytest.fail(f"{path.name}: line {i + 1}: got {g[i : i + 2]!r}, want {w[i : i + 2]!r}")
+    assert sent.count(b"%") == want.count(b"m-ready\r\n") - (1 if boot else 0)
+
+
+def test_transcripts_cover_every_command() -> None:
+    sent = b"".join(read_transcript(p)[1] for p in TRANSCRIPTS)
+    for cmd in (b"name%", b"profile%", b"info%", b"timestamp%", b"db load", b"infer",
+                b"results%", b"results-raw%", b"ticks%", b"stream%", b"stream reset%"):  # fmt: skip
+        assert cmd in sent, cmd
+
+
+# ---- fuzzing --------------------------------------------------------------------
+
+
+def _libfuzzer_missing() -> str | None:
+    if shutil.which("clang") is None:
+        return "clang not found (Debian: clang, libclang-rt-14-dev)"
+    return None
+
+
+@pytest.mark.skipif(_libfuzzer_missing() is not None, reason=f"{_libfuzzer_missing()}")
+def test_parser_survives_fuzzing(tmp_path: Path) -> None:
+    exe = tmp_path / "protocol_fuzz"
+    cmd = ["clang", "-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
+           "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+           f"-I{FIRMWARE / 'dut'}", f"-I{FUZZ}", str(FIRMWARE / "dut" / "protocol.c"),
+           str(FUZZ / "fake_port.c"), str(FUZZ / "protocol_fuzz.c"), "-o", str(exe)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and "libclang_rt.fuzzer" in proc.stderr + proc.stdout:
+        pytest.skip("libFuzzer runtime missing (Debian: libclang-rt-14-dev)")
+    assert proc.returncode == 0, proc.stderr
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+    run = subprocess.run([str(exe), f"-runs={FUZZ_RUNS}", "-seed=1", "-max_len=2048",
+                          f"-dict={FUZZ / 'protocol.dict'}", str(corpus), str(FUZZ / "seeds")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"Done {FUZZ_RUNS} runs" in run.stderr or "Done" in run.stderr
