@@ -1,5 +1,7 @@
 # tinygru: one target per job, used the same way by people and CI.
 # `make help` lists them.
+# make demo prunes the activity model only: at 75% the anomaly forecaster kept
+# its hit but lost most of its margin (7.1 -> 2.5), see the quantize notes.
 
 SHELL := /bin/bash
 PY := .venv/bin/python
@@ -33,8 +35,10 @@ demo: setup ## train, prune, quantize, check and export the default tasks; TASK=
 	  b=$(BUILD)/$$t; \
 	  echo "== $$t: train"; \
 	  $(PY) -m train --config configs/$$t.toml --out $$b $(if $(DATA),--data $(DATA)) || exit 1; \
-	  echo "== $$t: prune"; \
-	  $(PY) -m quantize prune --bundle $$b --sparsity 0.75 --granularity block4 $(if $(SWEEP),--sweep $(SWEEP)) $(if $(DATA),--data $(DATA)) || exit 1; \
+	  if [ "$$t" = har ]; then \
+	    echo "== $$t: prune"; \
+	    $(PY) -m quantize prune --bundle $$b --sparsity 0.75 --granularity block4 $(if $(SWEEP),--sweep $(SWEEP)) $(if $(DATA),--data $(DATA)) || exit 1; \
+	  fi; \
 	  echo "== $$t: int8"; \
 	  $(PY) -m quantize int8 --bundle $$b $(if $(DATA),--data $(DATA)) || exit 1; \
 	  echo "== $$t: host parity"; \
