@@ -19,7 +19,7 @@ else
 TASKS := $(TASK)
 endif
 
-.PHONY: help setup demo test test-fast lint format bench firmware fuzz clean
+.PHONY: help setup demo test test-fast lint format bench firmware fuzz pi-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,5 +81,8 @@ firmware: setup ## build the reference firmware (MPS2 AN385/AN386/AN500, -Os/-O2
 fuzz: setup ## libFuzzer on the device-protocol parser (FUZZ_SECONDS=60)
 	@$(MAKE) --no-print-directory -C firmware fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
 
+pi-smoke: ## install edge_runtime in an emulated arm64 Debian (a Pi userland) and check a bundle there; BUNDLE=build/har
+	@scripts/pi-smoke.sh $(or $(BUNDLE),$(BUILD)/har)
+
 clean: ## remove build outputs (keeps .venv)
-	rm -rf $(BUILD) .pytest_cache .ruff_cache
+	rm -rf --one-file-system $(BUILD) .pytest_cache .ruff_cache

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the Debian packages listed in debian-packages.txt when missing.
+# Install the Debian packages listed in debian-packages.txt (or the list file
+# given as the first argument) when missing.
 # As root this runs apt-get; otherwise it names the command to run and fails.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-list="$here/debian-packages.txt"
+list="${1:-$here/debian-packages.txt}"
 missing=()
 while read -r pkg; do
   pkg=${pkg%%#*}; pkg=${pkg//[[:space:]]/}
