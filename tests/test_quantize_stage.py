@@ -134,8 +134,15 @@ def test_parity_report_has_the_same_keys_for_every_backend(pipeline: dict) -> No
         assert set(rep[key]) == {"single_step", "chain"}
         assert rep[key]["chain"]["windows"] == backends["tflm"]["n"]
     t = b.manifest["thresholds"]["device"]
-    assert t["min_accuracy"] == pytest.approx(backends["tflm"]["accuracy"] - 0.01)
-    assert t["min_argmax_agreement"] == pytest.approx(backends["tflm"]["argmax_agreement"] - 0.005)
+    # Marks start from the worst host int8 backend (a Pi runs LiteRT, a board TFLM's arithmetic).
+    int8 = [backends[n] for n in ("litert", "litert_xnnpack", "tflm")]
+    assert t["min_accuracy"] == pytest.approx(min(e["accuracy"] for e in int8) - 0.01)
+    worst_agree = min(e["argmax_agreement_vs_reference"] for e in int8)
+    assert t["min_argmax_agreement"] == pytest.approx(worst_agree - 0.005)
+    # ... and agreement is measured against reference.npz, which a device check uses.
+    ref = b.load_npz("reference.npz")
+    assert backends["float_unpruned"]["argmax_agreement_vs_reference"] == 1.0
+    assert ref["probs"].shape[0] == backends["tflm"]["n"]
     assert "derivation" in t
     assert (pipeline["bundle"] / "reports/parity.md").read_text().startswith("# Parity")
 
