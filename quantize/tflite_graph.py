@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
+from edge_runtime.interpreter import logical_name  # one name matcher for host and Pi
+
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 _TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
@@ -156,24 +158,6 @@ def read_graph(tflite_bytes: bytes) -> GraphInfo:
         n_subgraphs=int(model.SubgraphsLength()),
         size=len(tflite_bytes),
     )
-
-
-def logical_name(tensor_name: str, known: list[str] | tuple[str, ...]) -> str | None:
-    """Map a converted tensor name (``serving_default_h1_in:0``, ``StatefulPartitionedCall:1``)
-    to one of the ``known`` logical names, or None.
-
-    Exact matches win; otherwise the longest known name that the tensor name ends
-    with (after removing a ``:N`` suffix) and that sits after a ``_`` or ``/``.
-    """
-    base = tensor_name.split(":")[0]
-    if base in known:
-        return base
-    best = None
-    for k in known:
-        if base.endswith(k) and (len(base) == len(k) or base[-len(k) - 1] in "_/"):
-            if best is None or len(k) > len(best):
-                best = k
-    return best
 
 
 def io_tensors(graph: GraphInfo, in_names: list[str], out_names: list[str]) -> dict[str, Any]:

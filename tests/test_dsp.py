@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine import make_bundle
 
 from edge_runtime.bundle import Bundle
 from firmware_export import host, qemu
@@ -32,10 +31,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def bm(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "engine_bundles"
-    root.mkdir(exist_ok=True)
-    return make_bundle("bm", str(root))
+def bm(engine_bm: Path) -> Path:
+    return engine_bm
 
 
 def host_outputs(fw: Path, prefix: str, bundle: Path, windows: np.ndarray) -> tuple:

@@ -25,10 +25,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def bm(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "engine_bundles"
-    root.mkdir(exist_ok=True)
-    return make_bundle("bm", str(root))
+def bm(engine_bm: Path) -> Path:
+    return engine_bm
 
 
 @pytest.fixture(scope="module")

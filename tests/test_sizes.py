@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_engine import make_bundle
 
 from edge_runtime.bundle import Bundle
 from firmware_export import host, sizes
@@ -20,10 +19,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def bm(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp() / "engine_bundles"
-    root.mkdir(exist_ok=True)
-    return make_bundle("bm", str(root))
+def bm(engine_bm: Path) -> Path:
+    return engine_bm
 
 
 @pytest.fixture(scope="module")
