@@ -268,7 +268,7 @@ def resolver_h(prefix: str, opcodes: Sequence[str], arena: dict[str, Any] | None
         for op in opcodes
     )
     if arena is None:
-        arena_text = f"/* {P}_TFLM_ARENA_BYTES: not measured (no tflite_micro at export). */\n"
+        arena_text = f"/* {P}_TFLM_ARENA_BYTES: not in the manifest (`python -m quantize int8 --no-arena` skipped it). */\n"
     else:
         arena_text = (
             f"/** TFLM tensor arena for this model, {arena['source']}: {arena['note']}. */\n"

@@ -14,12 +14,9 @@ Only files whose bytes changed are rewritten. Nothing carries a time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,56 +107,17 @@ def prepare(bundle: Bundle) -> Prepared:
     return Prepared(data, hashlib.sha256(data).hexdigest(), graph, model, iq, config)
 
 
-@contextlib.contextmanager
-def _quiet_fd2() -> Iterator[None]:
-    """Silence C-level stderr (TFLM prints allocation failures)."""
-    saved = os.dup(2)
-    with open(os.devnull, "wb") as null:
-        os.dup2(null.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+def arena_info(bundle: Bundle) -> dict[str, Any] | None:
+    """The TFLM arena size the quantize stage measured on the host, or None.
 
-
-def measure_arena(tflite: bytes) -> int | None:
-    """Smallest TFLM arena (bytes, 16-byte steps) in which the model allocates and runs, on this host."""
-    try:
-        from tflite_micro import runtime
-    except ImportError:
-        return None
-
-    def fits(size: int) -> bool:
-        try:
-            with _quiet_fd2():
-                runtime.Interpreter.from_bytes(tflite, arena_size=size).invoke()
-            return True
-        except RuntimeError:
-            return False
-
-    lo, hi = 0, 1 << 14
-    while not fits(hi):
-        hi *= 2
-        if hi > 1 << 24:
-            return None
-    while hi - lo > 16:
-        mid = (lo + hi) // 2 // 16 * 16
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    return hi
-
-
-def arena_info(bundle: Bundle, tflite: bytes) -> dict[str, Any] | None:
-    """The TFLM arena size: the quantize stage's host measurement, else measured here."""
+    It is not measured here: a too-small probe can crash the tflite_micro wheel, so
+    ``python -m quantize int8`` runs the search in forked children.
+    """
     q = (bundle.manifest.get("quantization") or {}).get("tflm_arena") or {}
     if isinstance(q.get("bytes"), int):
         label = q.get("label", "host TFLM arena")
         return {"bytes": q["bytes"], "source": "host", "note": f"{label}, from the manifest"}
-    n = measure_arena(tflite)
-    if n is None:
-        return None
-    return {"bytes": n, "source": "host", "note": "smallest arena the x86-64 tflite_micro wheel "
-            "ran in, to 16 bytes (a 32-bit MCU needs a little less)"}  # fmt: skip
+    return None
 
 
 def render(
@@ -196,9 +154,7 @@ def render(
         f"{prefix}_config.h": codegen.config_h(prefix, prep.config, head),
         f"{prefix}_model_tflite.h": codegen.tflite_array_h(prefix, head),
         f"{prefix}_model_tflite.cc": codegen.tflite_array_cc(prefix, prep.tflite, head),
-        f"{prefix}_tflm.h": codegen.resolver_h(
-            prefix, m.opcodes, arena_info(bundle, prep.tflite), head
-        ),
+        f"{prefix}_tflm.h": codegen.resolver_h(prefix, m.opcodes, arena_info(bundle), head),
     }
     out = {k: v.encode("utf-8") for k, v in files.items()}
     for src in sorted(ENGINE_DIR.iterdir()):
