@@ -49,7 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.preprocess import InputQuant, quantize_counts  # noqa: E402
+from edge_runtime.bundle import Bundle  # noqa: E402
+from tests.support import Bridge, OfflineChain  # noqa: E402
 
 MODES = ("window-exact", "continuous")
 SUMMARY_RE = re.compile(
@@ -58,48 +59,6 @@ SUMMARY_RE = re.compile(
 
 
 # --------------------------------------------------------------------------- offline chain
-
-
-class OfflineChain:
-    """The int8 step chain, written from the manifest alone with ai_edge_litert."""
-
-    def __init__(self, bundle: Path, manifest: dict[str, Any]) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        self.it = Interpreter(
-            model_path=str(bundle / "step_int8.tflite"),
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-        self.it.allocate_tensors()
-        step = manifest["quantization"]["step"]
-        names = {d["name"]: d["index"] for d in self.it.get_input_details()}
-        names.update({d["name"]: d["index"] for d in self.it.get_output_details()})
-        self.idx = {k: names[v["tensor_name"]] for k, v in step["inputs"].items()}
-        self.idx.update({k: names[v["tensor_name"]] for k, v in step["outputs"].items()})
-        self.pairs = step["state"]["names"]
-        self.units = [step["inputs"][a]["shape"][1] for a, _ in self.pairs]
-        mc = manifest["model"]["config"]
-        self.k, self.s, self.C = mc["front_end_kernel"], mc["front_end_stride"], mc["n_channels"]
-        self.fill = step["ring_buffer"]["fill"]
-        self.iq = InputQuant.from_dict(manifest["preprocess"]["input_quant"])
-
-    def steps(self, counts: np.ndarray) -> np.ndarray:
-        """int8 head output of every step over one series ``(n, C)`` from a zero state."""
-        q = quantize_counts(counts, self.iq)
-        pad = np.concatenate([np.full((self.k - 1, self.C), self.fill, np.int8), q])
-        h = [np.zeros((1, u), np.int8) for u in self.units]
-        ys = []
-        for t in range(0, len(counts), self.s):
-            self.it.set_tensor(self.idx["x"], pad[t : t + self.k].reshape(1, -1))
-            for (a, _), v in zip(self.pairs, h, strict=True):
-                self.it.set_tensor(self.idx[a], v)
-            self.it.invoke()
-            h = [self.it.get_tensor(self.idx[o]) for _, o in self.pairs]
-            ys.append(self.it.get_tensor(self.idx["y"]).reshape(-1).copy())
-        return np.asarray(ys, np.int8)
-
-    def window(self, counts: np.ndarray) -> np.ndarray:
-        return self.steps(counts)[-1]
 
 
 # --------------------------------------------------------------------------- encodings
@@ -126,45 +85,6 @@ ENCODERS = {"frame": encode_frame, "line": encode_lines}
 
 
 # --------------------------------------------------------------------------- link
-
-
-class Bridge:
-    """socat joining two ptys, ``a`` (written here) and ``b`` (read by the runtime)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.a = folder / "a"
-        self.b = folder / "b"
-        self.log = folder / "socat.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "socat",
-                    "-d",
-                    "-d",
-                    f"pty,raw,echo=0,link={self.a}",
-                    f"pty,raw,echo=0,link={self.b}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        t0 = time.monotonic()
-        while not (self.a.exists() and self.b.exists()):
-            if self.proc.poll() is not None or time.monotonic() - t0 > 10:
-                raise RuntimeError(f"socat did not start: {self.log.read_text()}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 def has_open(pid: int, path: Path) -> bool:
@@ -529,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [i for i in chosen if subject_of(groups[i]) in want]
     if args.limit:
         chosen = chosen[: args.limit]
-    chain = OfflineChain(args.bundle, manifest)
+    chain = OfflineChain(Bundle.open(args.bundle))
     T, H = int(manifest["preprocess"]["window"]), int(manifest["preprocess"]["hop"])
 
     work = args.work or Path(tempfile.mkdtemp(prefix="hapt_serial_"))

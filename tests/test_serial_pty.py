@@ -8,7 +8,6 @@ compared with the original int16 arrays, never with a re-parse of the text.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import serial
 
 from edge_runtime.frames import encode_frame, encode_frames
 from edge_runtime.sources import Backoff, Bad, Gap, Sample, open_source
+from tests.support import Bridge
 
 pytestmark = pytest.mark.skipif(
     shutil.which("socat") is None,
@@ -28,41 +28,6 @@ pytestmark = pytest.mark.skipif(
 
 REALTIME_SAMPLES = 20  # sent at the data set's own rate (10 Hz: 2 s); the rest as fast as possible
 DEADLINE = 90.0  # a watchdog for a stuck test, never reached when it passes
-
-
-class Bridge:
-    """socat joining two ptys, reachable as ``a`` and ``b`` (symlinks in a temp folder)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.a = folder / "a"
-        self.b = folder / "b"
-        self.log = folder / "socat.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "socat",
-                    "-d",
-                    "-d",
-                    f"pty,raw,echo=0,link={self.a}",
-                    f"pty,raw,echo=0,link={self.b}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        t0 = time.monotonic()
-        while not (self.a.exists() and self.b.exists()):
-            if self.proc.poll() is not None or time.monotonic() - t0 > 10:
-                raise RuntimeError(f"socat did not start: {self.log.read_text()}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture

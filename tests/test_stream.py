@@ -16,8 +16,9 @@ import pytest
 from edge_runtime import anomaly
 from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
-from edge_runtime.preprocess import InputQuant, quantize_counts, windows
+from edge_runtime.preprocess import windows
 from edge_runtime.stream import Streamer
+from tests.support import OfflineChain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,53 +73,6 @@ def forecaster(tmp_path_factory) -> Bundle:
 
 
 # --------------------------------------------------------------------------- offline chain
-
-
-class OfflineChain:
-    """The int8 step chain, written from the manifest alone with ai_edge_litert."""
-
-    def __init__(self, b: Bundle, backend: str = "litert") -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        m = b.manifest
-        resolver = (
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            if backend == "litert"
-            else OpResolverType.AUTO
-        )
-        self.it = Interpreter(
-            model_path=str(b.path("step_int8.tflite")), experimental_op_resolver_type=resolver
-        )
-        self.it.allocate_tensors()
-        step = m["quantization"]["step"]
-        names = {d["name"]: d["index"] for d in self.it.get_input_details()}
-        names.update({d["name"]: d["index"] for d in self.it.get_output_details()})
-        self.idx = {k: names[v["tensor_name"]] for k, v in step["inputs"].items()}
-        self.idx.update({k: names[v["tensor_name"]] for k, v in step["outputs"].items()})
-        self.pairs = step["state"]["names"]
-        self.units = [step["inputs"][a]["shape"][1] for a, _ in self.pairs]
-        mc = m["model"]["config"]
-        self.k, self.s, self.C = mc["front_end_kernel"], mc["front_end_stride"], mc["n_channels"]
-        self.fill = step["ring_buffer"]["fill"]
-        self.iq = InputQuant.from_dict(m["preprocess"]["input_quant"])
-
-    def steps(self, counts: np.ndarray) -> np.ndarray:
-        """int8 head output of every step over one series ``(n, C)`` from a zero state."""
-        q = quantize_counts(counts, self.iq)
-        pad = np.concatenate([np.full((self.k - 1, self.C), self.fill, np.int8), q])
-        h = [np.zeros((1, u), np.int8) for u in self.units]
-        ys = []
-        for t in range(0, len(counts), self.s):
-            self.it.set_tensor(self.idx["x"], pad[t : t + self.k].reshape(1, -1))
-            for (a, _), v in zip(self.pairs, h, strict=True):
-                self.it.set_tensor(self.idx[a], v)
-            self.it.invoke()
-            h = [self.it.get_tensor(self.idx[o]) for _, o in self.pairs]
-            ys.append(self.it.get_tensor(self.idx["y"]).reshape(-1))
-        return np.asarray(ys, np.int8)
-
-    def window(self, counts: np.ndarray) -> np.ndarray:
-        return self.steps(counts)[-1]
 
 
 def _stream(b: Bundle) -> np.ndarray:
