@@ -4,6 +4,7 @@
   ai_edge_litert, independent of edge_runtime.stream (what the streaming runtime
   is compared with).
 - ``Bridge``: socat joining two ptys, so a sensor stream crosses a real tty.
+- ``build_bundle``: a tiny real bundle (trained, int8) from a shipped config.
 """
 
 from __future__ import annotations
@@ -101,3 +102,30 @@ class Bridge:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc = None
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_bundle(
+    name: str, root: str, config: str, edits: dict[str, str], *, parity: bool = False
+) -> Path:
+    """Train a shipped config with ``edits`` applied to its text, convert it to int8
+    (and run the host parity check when asked) into ``root/name``."""
+    from quantize.stage import int8
+    from train.train import run
+
+    text = (ROOT / "configs" / config).read_text()
+    for a, b in edits.items():
+        assert a in text, (config, a)
+        text = text.replace(a, b)
+    cfg = Path(root) / f"{name}.toml"
+    cfg.write_text(text)
+    out = Path(root) / name
+    run(str(cfg), str(out))
+    int8(out, calibration_samples=300, arena=False)
+    if parity:
+        from quantize.parity import check
+
+        check(out, progress=False)
+    return out

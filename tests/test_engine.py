@@ -23,6 +23,7 @@ from edge_runtime.preprocess import quantize_counts
 from firmware_export import cbuild, host
 from firmware_export.check import check, diagnose, step_inputs
 from firmware_export.export import export, prepare
+from tests.support import build_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0
@@ -39,20 +40,8 @@ BUNDLES = {
 @functools.cache
 def make_bundle(name: str, root: str) -> Path:
     """Train (tiny) and convert one bundle under ``root``; cached for the session."""
-    from quantize.stage import int8
-    from train.train import run
-
     config, edits = BUNDLES[name]
-    text = (ROOT / "configs" / config).read_text()
-    for a, b in edits.items():
-        assert a in text, (config, a)
-        text = text.replace(a, b)
-    cfg = Path(root) / f"{name}.toml"
-    cfg.write_text(text)
-    out = Path(root) / name
-    run(str(cfg), str(out))
-    int8(out, calibration_samples=300, arena=False)
-    return out
+    return build_bundle(name, root, config, edits)
 
 
 @pytest.fixture(scope="session")

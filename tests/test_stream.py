@@ -18,9 +18,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.preprocess import windows
 from edge_runtime.stream import Streamer
-from tests.support import OfflineChain
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import OfflineChain, build_bundle
 
 BUNDLES = {
     "bm": ("basic_motions.toml", {"epochs = 30": "epochs = 8"}),
@@ -33,22 +31,8 @@ BUNDLES = {
 @functools.cache
 def make_bundle(name: str, root: str) -> Path:
     """Train (tiny), convert and parity-check one bundle under ``root``; once per session."""
-    from quantize.parity import check
-    from quantize.stage import int8
-    from train.train import run
-
     config, edits = BUNDLES[name]
-    text = (ROOT / "configs" / config).read_text()
-    for a, b in edits.items():
-        assert a in text, (config, a)
-        text = text.replace(a, b)
-    cfg = Path(root) / f"{name}.toml"
-    cfg.write_text(text)
-    out = Path(root) / name
-    run(str(cfg), str(out))
-    int8(out, calibration_samples=300, arena=False)
-    check(out, progress=False)
-    return out
+    return build_bundle(name, root, config, edits, parity=True)
 
 
 def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> str:
