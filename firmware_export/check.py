@@ -118,12 +118,9 @@ def check(
     prep = prepare(bundle)
     m = prep.model
     fw = Path(result["out"])
-    args = (m.channels, m.n_outputs, m.units, m.step_inputs)
-    eng = host.Engine(host.build(fw, result["prefix"]), *args)
+    eng = host.load(fw, result["prefix"], m)
     stats: dict[str, Any] = {"mismatches": 0, "steps": 0, "first": None}
-    stats["debug_engine"] = host.Engine(
-        host.build(fw, result["prefix"], debug=True), *args, debug=True
-    )
+    stats["debug_engine"] = host.load(fw, result["prefix"], m, debug=True)
     tflm = Tflm(prep)
     ref = bundle.load_npz("reference.npz")
     report: dict[str, Any] = {"prefix": result["prefix"], "tolerance": 0}

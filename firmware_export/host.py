@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_export import cbuild
-from firmware_export.lower import GATE_OPS
+from firmware_export.lower import GATE_OPS, Lowered
 
 _SHIM = """#include "{prefix}_model.h"
 
@@ -65,6 +65,12 @@ def build(firmware_dir: Path, prefix: str, *, debug: bool = False, sanitize: boo
     # cbuild adds -I and hashes the headers of every source's folder
     flags = ["-DTG_DEBUG"] if debug else []
     return cbuild.build_shared(sources, sanitize=sanitize, extra_flags=flags)
+
+
+def load(fw: Path, prefix: str, model: Lowered, debug: bool = False) -> Engine:
+    """Build the engine exported in ``fw`` and open it for ``model`` (a lowered model)."""
+    lib = build(fw, prefix, debug=debug)
+    return Engine(lib, model.channels, model.n_outputs, model.units, model.step_inputs, debug=debug)
 
 
 class Engine:

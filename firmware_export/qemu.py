@@ -195,7 +195,7 @@ def compare_with_host(bundle_dir: str | Path, target: str, n_windows: int | None
         windows = series[: n * SERIES_PIECE].reshape(n, SERIES_PIECE, -1)[:n_windows]
     fw, prefix = _firmware_of(bundle_dir)
     m = prepare(bundle).model
-    eng = host.Engine(host.build(fw, prefix), m.channels, m.n_outputs, m.units, m.step_inputs)
+    eng = host.load(fw, prefix, m)
     want_y, want_h = [], []
     for w in windows:
         want_y.append(eng.window(w))

@@ -129,3 +129,15 @@ def build_bundle(
 
         check(out, progress=False)
     return out
+
+
+def small_config(folder: Path, base: str, **train) -> Path:
+    """A copy of a shipped config with ``[train]`` keys replaced (tests check plumbing,
+    not accuracy, so they train for fewer epochs)."""
+    text = (ROOT / "configs" / base).read_text()
+    for key, value in train.items():
+        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
+        text = "\n".join(lines).replace("[train]\n", f"[train]\n{key} = {value}\n", 1)
+    path = folder / base
+    path.write_text(text)
+    return path

@@ -45,8 +45,7 @@ def reference(bm: Path) -> dict[str, np.ndarray]:
     windows = bundle.load_npz("reference.npz")["x_counts"][:N_WINDOWS]
     result = export(bm)
     m = prepare(bundle).model
-    eng = host.Engine(host.build(Path(result["out"]), result["prefix"]), m.channels,
-                      m.n_outputs, m.units, m.step_inputs)  # fmt: skip
+    eng = host.load(Path(result["out"]), result["prefix"], m)
     y = np.stack([eng.window(w) for w in windows])
     return {"windows": windows, "y": y, "stride": np.array(m.stride)}
 

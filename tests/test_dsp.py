@@ -37,7 +37,7 @@ def bm(engine_bm: Path) -> Path:
 
 def host_outputs(fw: Path, prefix: str, bundle: Path, windows: np.ndarray) -> tuple:
     m = prepare(Bundle.open(bundle)).model
-    eng = host.Engine(host.build(fw, prefix), m.channels, m.n_outputs, m.units, m.step_inputs)
+    eng = host.load(fw, prefix, m)
     y, h = [], []
     for w in windows:
         y.append(eng.window(w))

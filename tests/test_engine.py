@@ -55,8 +55,7 @@ def _engine(bundle: Path, debug: bool = False) -> tuple[host.Engine, object]:
     result = export(bundle)
     prep = prepare(Bundle.open(bundle))
     m = prep.model
-    lib = host.build(Path(result["out"]), result["prefix"], debug=debug)
-    return host.Engine(lib, m.channels, m.n_outputs, m.units, m.step_inputs, debug=debug), prep
+    return host.load(Path(result["out"]), result["prefix"], m, debug=debug), prep
 
 
 @pytest.mark.parametrize("name", list(BUNDLES))
@@ -116,8 +115,7 @@ def test_a_wrong_parameter_is_pinned_to_its_gate(bundles, tmp_path: Path) -> Non
     model_c.write_text(text)
     prep = prepare(Bundle.open(bundles["bm"]))
     m = prep.model
-    eng = host.Engine(host.build(fw, result["prefix"], debug=True), m.channels, m.n_outputs,
-                      m.units, m.step_inputs, debug=True)  # fmt: skip
+    eng = host.load(fw, result["prefix"], m, debug=True)
     x = step_inputs(prep, Bundle.open(bundles["bm"]).load_npz("reference.npz")["x_counts"][0])[5]
     h = [np.full(u, 17, np.int8) for u in m.units]
     from firmware_export.lower import run_step

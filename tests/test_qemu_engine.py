@@ -35,8 +35,7 @@ def host_reference(bm: Path) -> dict[str, np.ndarray]:
     windows = bundle.load_npz("reference.npz")["x_counts"][:N_WINDOWS]
     result = export(bm)
     m = prepare(bundle).model
-    eng = host.Engine(host.build(Path(result["out"]), result["prefix"]), m.channels,
-                      m.n_outputs, m.units, m.step_inputs)  # fmt: skip
+    eng = host.load(Path(result["out"]), result["prefix"], m)
     y, h = [], []
     for w in windows:
         y.append(eng.window(w))

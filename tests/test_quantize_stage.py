@@ -20,9 +20,8 @@ from quantize.convert import STEP_OPS, quantize_values
 from quantize.stage import int8_step_inputs
 from quantize.step_model import step_inputs
 from quantize.tflite_graph import read_graph
+from tests.support import small_config
 from train.model import ModelConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CLASSIFICATION_KEYS = {
     "accuracy",
@@ -43,16 +42,6 @@ CLASSIFICATION_KEYS = {
 FORECAST_KEYS = {"hit", "margin", "point_auc", "window_auc", "false_alarms", "forecast_mae"}
 
 
-def _small_config(tmp_path: Path, base: str, **train) -> Path:
-    text = (ROOT / "configs" / base).read_text()
-    for key, value in train.items():
-        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
-        text = "\n".join(lines).replace("[train]\n", f"[train]\n{key} = {value}\n", 1)
-    path = tmp_path / base
-    path.write_text(text)
-    return path
-
-
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(args)
     err = capsys.readouterr().err
@@ -64,7 +53,7 @@ def trained(tmp_path_factory) -> Path:
     from train.train import run
 
     tmp = tmp_path_factory.mktemp("bm")
-    cfg = _small_config(tmp, "basic_motions.toml", epochs=8)
+    cfg = small_config(tmp, "basic_motions.toml", epochs=8)
     return run(str(cfg), str(tmp / "trained"))
 
 
@@ -216,7 +205,7 @@ def test_int8_ring_buffer_fill_is_the_zero_point_not_count_zero() -> None:
 def test_anomaly_task_through_int8_and_check(tmp_path: Path) -> None:
     from train.train import run
 
-    cfg = _small_config(tmp_path, "anomaly.toml", epochs=2)
+    cfg = small_config(tmp_path, "anomaly.toml", epochs=2)
     out = run(str(cfg), str(tmp_path / "anomaly"))
     assert main(["int8", "--bundle", str(out), "--in-process", "--no-arena"]) == 0
     assert main(["check", "--bundle", str(out), "--no-progress"]) == 0

@@ -53,8 +53,7 @@ def test_ram_matches_the_engine_buffer_queries(bm: Path, report: dict) -> None:
     r = report["ram"]
     result = export(bm)
     m = prepare(Bundle.open(bm)).model
-    eng = host.Engine(host.build(Path(result["out"]), result["prefix"]), m.channels,
-                      m.n_outputs, m.units, m.step_inputs)  # fmt: skip
+    eng = host.load(Path(result["out"]), result["prefix"], m)
     assert (r["state"], r["scratch"]) == eng.buffer_sizes()
     assert r["state"] == sum(m.units) + m.step_inputs
     assert r["stream_struct"] == 20  # 4 pointers + uint32 on a 32-bit target

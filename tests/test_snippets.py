@@ -119,7 +119,7 @@ def replace_step_model(project: Path, new: Path) -> None:
 
 def host_output(bundle: Path, gen: Path) -> list[int]:
     m = prepare(Bundle.open(bundle)).model
-    eng = host.Engine(host.build(gen, PREFIX), m.channels, m.n_outputs, m.units, m.step_inputs)
+    eng = host.load(gen, PREFIX, m)
     return eng.window(Bundle.open(bundle).load_npz("reference.npz")["x_counts"][0]).tolist()
 
 

@@ -75,7 +75,7 @@ def pruned(tmp_path_factory) -> Path:
 
 def _engine(fw: Path, prefix: str, prep) -> host.Engine:
     m = prep.model
-    return host.Engine(host.build(fw, prefix), m.channels, m.n_outputs, m.units, m.step_inputs)
+    return host.load(fw, prefix, m)
 
 
 def test_pack_unpack_round_trip_and_partial_last_group() -> None:

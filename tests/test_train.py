@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 from edge_runtime.bundle import Bundle
+from tests.support import small_config
 from train.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _small_config(tmp_path: Path, base: str, **train) -> Path:
-    """A copy of a shipped config with fewer epochs (the tests check plumbing, not accuracy)."""
-    text = (ROOT / "configs" / base).read_text()
-    for key, value in train.items():
-        lines = [ln for ln in text.splitlines() if not ln.startswith(f"{key} =")]
-        text = "\n".join(lines).replace("[train]\n", f"[train]\n{key} = {value}\n", 1)
-    path = tmp_path / base
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +20,7 @@ def bm_bundle(tmp_path_factory) -> Path:
     from train.train import run
 
     tmp = tmp_path_factory.mktemp("bm")
-    cfg = _small_config(tmp, "basic_motions.toml", epochs=12)
+    cfg = small_config(tmp, "basic_motions.toml", epochs=12)
     return run(str(cfg), str(tmp / "bundle"))
 
 
@@ -66,7 +56,7 @@ def test_classifier_bundle_is_complete_and_verifies(bm_bundle: Path) -> None:
 def test_same_config_and_seed_give_same_metrics(bm_bundle: Path, tmp_path: Path) -> None:
     from train.train import run
 
-    cfg = _small_config(tmp_path, "basic_motions.toml", epochs=12)
+    cfg = small_config(tmp_path, "basic_motions.toml", epochs=12)
     again = run(str(cfg), str(tmp_path / "again"))
     a = Bundle.open(bm_bundle).load_npz("reference.npz")
     b = Bundle.open(again).load_npz("reference.npz")
@@ -77,7 +67,7 @@ def test_same_config_and_seed_give_same_metrics(bm_bundle: Path, tmp_path: Path)
 def test_forecaster_bundle_scores_the_test_series(tmp_path: Path) -> None:
     from train.train import run
 
-    cfg = _small_config(tmp_path, "anomaly.toml", epochs=4)
+    cfg = small_config(tmp_path, "anomaly.toml", epochs=4)
     out = run(str(cfg), str(tmp_path / "anomaly"))
     b = Bundle.open(out)
     m = b.manifest
