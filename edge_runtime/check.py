@@ -23,12 +23,24 @@ Pass marks come from ``manifest["thresholds"]["device"]`` (written by
 | ``min_margin`` | forecaster | margin >= mark |
 | ``max_false_alarms`` | forecaster | false alarms <= mark |
 
-A device (``--device URL``) would answer through a :class:`DeviceLink`; this
-version has none and says so.
+A device (``--device URL``) answers through a :class:`DeviceLink` instead.
+
+The JSON result (``--json``) also holds ``backend``: the outputs of this run as
+an entry of ``reports/parity.json`` (:mod:`edge_runtime.parity_entry`, against
+the float reference ``float_outputs.npz``), with ``model_bytes`` (the
+``step_int8.tflite`` this runtime loads), ``ram_bytes`` (None: the interpreter
+allocates on the host heap, nothing here measures it) and ``us_per_step`` (the
+streaming run's wall time on this host divided by the steps it ran, quantization
+and ring buffer included; None for a device, whose link time is no step time).
+``mode`` is the streaming mode of the run (``window-exact`` for a classifier,
+``continuous`` for a forecaster), ``host`` this machine (``platform.machine()``);
+``interpreter`` names the interpreter or device; ``backend_error`` says why
+``backend`` is None (a bundle without ``float_outputs.npz``).
 """
 
 from __future__ import annotations
 
+import platform
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -39,7 +51,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_runtime import anomaly, metrics
-from edge_runtime.bundle import Bundle
+from edge_runtime.bundle import Bundle, BundleError
+from edge_runtime.interpreter import STEP_FILE
+from edge_runtime.parity_entry import Reference, dequantize
 from edge_runtime.stream import Streamer
 
 __all__ = [
@@ -60,7 +74,7 @@ FORECAST_MARKS = ("require_hit", "min_point_auc", "min_margin", "max_false_alarm
 
 
 class DeviceLinkUnavailable(RuntimeError):
-    """``--device`` was asked for, but this version cannot talk to a device."""
+    """``--device`` was asked for a check the device cannot run."""
 
 
 class DeviceLink(Protocol):
@@ -123,6 +137,10 @@ class CheckResult:
     metrics: dict[str, Any]
     marks: list[Mark]
     seconds: float
+    entry: dict[str, Any] | None = None  # the parity-style entry of this run
+    entry_error: str | None = None
+    mode: str | None = None
+    device: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -132,7 +150,12 @@ class CheckResult:
         return {
             "bundle": self.bundle,
             "task": self.task,
-            "backend": self.backend,
+            "interpreter": self.backend,
+            "backend": self.entry,
+            "backend_error": self.entry_error,
+            "mode": self.mode,
+            "host": platform.machine(),
+            "device": self.device,
             "passed": self.passed,
             "marks": [m.to_dict() for m in self.marks],
             "metrics": self.metrics,
@@ -198,39 +221,110 @@ def _forecaster(
     }
 
 
-def _local_windows(b: Bundle, backend: str) -> Callable[[np.ndarray], np.ndarray]:
+def _local_windows(
+    b: Bundle, backend: str, record: dict[str, Any]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Window-exact streaming, windows back to back; ``record`` gets the int8 outputs,
+    the streaming time and the steps run."""
+
     def run(x: np.ndarray) -> np.ndarray:
         n, T, C = x.shape
         s = Streamer(b, "window-exact", backend=backend, hop=T)
+        t0 = time.perf_counter()
         res = s.push_many(x.reshape(n * T, C))
+        seconds = time.perf_counter() - t0
         if len(res) != n:
             raise RuntimeError(f"check: {len(res)} window results for {n} windows")
-        return np.stack([r.y_int8 for r in res])
+        y = np.stack([r.y_int8 for r in res])
+        record.update(y_int8=y, seconds=seconds, steps=n * s.cfg.steps_per_window)
+        return y
 
     return run
 
 
-def _local_series(b: Bundle, backend: str) -> Callable[[np.ndarray], Any]:
+def _local_series(b: Bundle, backend: str, record: dict[str, Any]) -> Callable[[np.ndarray], Any]:
+    """Continuous streaming of one series (a forecast every step); ``record`` as above."""
+
     def run(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = Streamer(b, "continuous", backend=backend)
         n = len(counts)
         forecast = np.zeros((n, counts.shape[1]), np.float64)
         scores = np.zeros(n, np.float64)
+        ys: list[np.ndarray] = []
+        t0 = time.perf_counter()
         for i, row in enumerate(counts):
             for r in s.push(row):
                 assert r.forecast is not None
                 forecast[i] = r.forecast
                 scores[i] = 0.0 if r.score is None else r.score
+                ys.append(r.y_int8)
+        seconds = time.perf_counter() - t0
+        record.update(y_int8=np.stack(ys), seconds=seconds, steps=len(ys))
         return forecast, scores
 
     return run
 
 
-def _device_windows(link: DeviceLink) -> Callable[[np.ndarray], np.ndarray]:
+def _device_windows(link: DeviceLink, record: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
     def run(x: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(link.infer_window(w), np.int8).reshape(-1) for w in x])
+        y = np.stack([np.asarray(link.infer_window(w), np.int8).reshape(-1) for w in x])
+        record.update(y_int8=y, seconds=None, steps=None)
+        return y
 
     return run
+
+
+def _device_series(link: DeviceLink, b: Bundle, record: dict[str, Any]) -> Callable[..., Any]:
+    """The series through the device's carried state (``DeviceLink.stream``), a step per sample."""
+
+    def run(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = np.asarray(link.stream(counts), np.int8)  # (steps, n_outputs)
+        if len(y) != len(counts):
+            raise DeviceLinkUnavailable(
+                f"the device returned {len(y)} steps for {len(counts)} samples: a forecaster "
+                "check needs a step at every sample (stride 1)"
+            )
+        record.update(y_int8=y, seconds=None, steps=None)
+        m = b.manifest
+        mean, std = np.asarray(m["preprocess"]["mean"]), np.asarray(m["preprocess"]["std"])
+        forecast = dequantize(y, m["quantization"]["step"]["outputs"]["y"]) * std + mean
+        scale = np.array([float(c["scale"]) for c in m["dataset"]["channels"]])
+        return forecast, anomaly.forecast_scores(counts * scale, forecast)
+
+    return run
+
+
+def _entry(
+    bundle: Bundle, ref: dict[str, np.ndarray], record: dict[str, Any], device: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The parity-style entry of this run's int8 outputs, or None and why not."""
+    try:
+        reference = Reference.from_bundle(bundle, ref=ref)
+    except BundleError as e:
+        return None, str(e)
+    what = "window-exact" if bundle.task == "classification" else "continuous"
+    if device:
+        description = f"device {device} through the edge runtime's link, {what}"
+    else:
+        where = platform.machine()
+        description = f"edge runtime, {record['interpreter']} ({where} host), {what} streaming"
+    entry = reference.entry(
+        record["y_int8"],
+        description=description,
+        model_file=STEP_FILE,
+        model_bytes=int(bundle.artifacts[STEP_FILE]["bytes"]),
+    )
+    us = None if record["seconds"] is None else record["seconds"] / record["steps"] * 1e6
+    entry.update({
+        "ram_bytes": None,
+        "ram_bytes_note": "the interpreter allocates its tensors on the host heap; not measured",
+        "us_per_step": None if us is None else round(us, 3),
+        "us_per_step_method": None if us is None else (
+            "wall time of the streaming run / steps run (int16 counts in: quantization, ring "
+            "buffer and the interpreter's step, Python included)"
+        ),
+    })  # fmt: skip
+    return entry, None
 
 
 def check_bundle(
@@ -251,21 +345,18 @@ def check_bundle(
         raise ValueError(f"{', '.join(wrong)}: not a pass mark for a {task} bundle")
     link = open_device(device, bundle) if device else None
     ref = bundle.load_npz("reference.npz")
+    record: dict[str, Any] = {"interpreter": f"device {device}" if device else backend}
     try:
         if task == "classification":
-            runner = _device_windows(link) if link else _local_windows(bundle, backend)
+            runner = (
+                _device_windows(link, record) if link else _local_windows(bundle, backend, record)
+            )
             figures, values = _classifier(bundle, ref, runner)
         else:
             if link is not None:
-
-                def dev_series(counts: np.ndarray) -> Any:
-                    raise DeviceLinkUnavailable(
-                        "a forecaster check over a device link is not available in this version"
-                    )
-
-                series = dev_series
+                series = _device_series(link, bundle, record)
             else:
-                series = _local_series(bundle, backend)
+                series = _local_series(bundle, backend, record)
             figures, values = _forecaster(bundle, ref, series)
     finally:
         if link is not None:
@@ -297,6 +388,7 @@ def check_bundle(
         else:
             passed = float(value) <= float(threshold)
         marks.append(Mark(name, metric, value, threshold, passed, source))
+    entry, entry_error = _entry(bundle, ref, record, device)
     return CheckResult(
         bundle=str(bundle.root),
         task=task,
@@ -304,6 +396,10 @@ def check_bundle(
         metrics=figures,
         marks=marks,
         seconds=time.perf_counter() - t0,
+        entry=entry,
+        entry_error=entry_error,
+        mode="window-exact" if task == "classification" else "continuous",
+        device=device,
     )
 
 

@@ -1,7 +1,7 @@
 """``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]
 [--sparse auto|never|always] [--max-flash BYTES] [--max-ram BYTES]``
 ``python -m firmware_export check --bundle B [--prefix NAME]``
-``python -m firmware_export qemu --bundle B [--target m4|m3] [--windows N]``
+``python -m firmware_export qemu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]``
 ``python -m firmware_export sizes --bundle B``
 
 Export writes the C files (see export.py) and prints the list of files written as

@@ -7,17 +7,27 @@ and its own state outputs carried to the next step. Every state and head output 
 every step is compared; the allowed difference is 0 (any rounding difference grows
 through the recurrence). On a mismatch the numpy model (lower.run_step) and the
 engine's per-op trace on the same inputs name the first differing op and gate.
+
+``reports/engine.json`` also holds ``backend``: the engine's outputs as an entry of
+``reports/parity.json`` (:mod:`edge_runtime.parity_entry`, against the float
+reference ``float_outputs.npz``), with ``model_bytes`` (the model data in flash),
+``ram_bytes`` (state + scratch + stream struct + deepest stack, see sizes.py) and
+``us_per_step`` (x86 host, see :func:`host_us_per_step`); ``backend_error`` says
+why it is missing (a bundle without ``quantize check``).
 """
 
 from __future__ import annotations
 
+import platform
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_runtime import anomaly
-from edge_runtime.bundle import Bundle, stage_writer
+from edge_runtime.bundle import Bundle, BundleError, stage_writer
+from edge_runtime.parity_entry import Reference
 from edge_runtime.preprocess import quantize_counts
 from firmware_export import host
 from firmware_export.export import Prepared, export, prepare
@@ -109,6 +119,50 @@ def eng_debug(stats: dict[str, Any]) -> host.Engine:
     return stats["debug_engine"]
 
 
+def host_us_per_step(
+    eng: host.Engine, series: np.ndarray, stride: int, *, budget_s: float = 1.0, min_calls: int = 5
+) -> float:
+    """Median over ``tg_window`` calls (one ctypes call per window or series) of the call's
+    wall time divided by its steps, in µs, on this host.
+
+    ``series``: ``(n, T, C)`` int16 counts; calls cycle through them until each ran once
+    or ``budget_s`` is spent, and at least ``min_calls`` times.
+    """
+    steps = len(range(0, series.shape[1], stride))
+    times: list[float] = []
+    t_end = time.perf_counter() + budget_s
+    while len(times) < min_calls or (len(times) < len(series) and time.perf_counter() < t_end):
+        counts = np.ascontiguousarray(series[len(times) % len(series)], np.int16)
+        t0 = time.perf_counter()
+        eng.window(counts)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) / steps * 1e6
+
+
+def _backend_entry(bundle: Bundle, eng: host.Engine, prep: Prepared, y: np.ndarray,
+                   prefix: str, model_bytes: int, ram_bytes: int,
+                   sizes_from: str) -> dict[str, Any]:  # fmt: skip
+    """The host engine's outputs as a parity entry (raises BundleError without float_outputs.npz)."""
+    ref = Reference.from_bundle(bundle)
+    counts = ref.ref["x_counts"] if "x_counts" in ref.ref else ref.ref["series_counts"][None]
+    us = host_us_per_step(eng, counts, prep.model.stride)
+    machine = platform.machine()
+    entry = ref.entry(
+        y,
+        description=f"tinygru C engine on the host ({machine}, gcc -O2 via ctypes)",
+        model_file=f"{prefix}_model.c",
+        model_bytes=model_bytes,
+    )
+    entry.update({
+        "ram_bytes": ram_bytes,
+        "sizes_from": sizes_from,
+        "us_per_step": round(us, 3),
+        "us_per_step_method": f"{machine} host: median over tg_window calls (one ctypes call per "
+        "window, or one per series) of the call's time / its steps",
+    })  # fmt: skip
+    return entry
+
+
 def check(
     bundle_dir: str | Path, out: str | Path | None = None, prefix: str | None = None
 ) -> dict[str, Any]:
@@ -171,6 +225,9 @@ def check(
     state_bytes, scratch_bytes = eng.buffer_sizes()
     from firmware_export import sizes
 
+    md = result["model_data"]
+    model_bytes, ram_bytes = md["flash_bytes"], md["ram_bytes"]
+    sizes_from = "generated model data (flash) and state + scratch (RAM); no Arm compiler here"
     if sizes.missing_tools() is None:
         fs = sizes.firmware_sizes(fw, result["prefix"])
         report["cortex_m4"] = {
@@ -180,6 +237,18 @@ def check(
             "stack_path": fs["stack"]["tg_window"]["path"],
             "checks_ok": fs["checks"]["ok"],
         }
+        model_bytes, ram_bytes = fs["flash"]["model_data"], fs["ram"]["total"]
+        sizes_from = (
+            "Cortex-M4 objects (arm-none-eabi-gcc -Os): model data object text + data (flash); "
+            "state + scratch + tg_stream + deepest stack (RAM)"
+        )
+    try:
+        report["backend"] = _backend_entry(bundle, eng, prep, y, result["prefix"], model_bytes,
+                                           ram_bytes, sizes_from)  # fmt: skip
+        report["backend_error"] = None
+    except BundleError as e:
+        report["backend"] = None
+        report["backend_error"] = str(e)
     report.update({
         "steps_compared": stats["steps"],
         "mismatches": stats["mismatches"],

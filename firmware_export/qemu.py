@@ -1,4 +1,5 @@
-"""The engine on an emulated Cortex-M4 (``mps2-an386``) or Cortex-M3 (``mps2-an385``).
+"""The engine on emulated MPS2 boards: Cortex-M4 (``mps2-an386``), Cortex-M3 without
+DSP (``mps2-an385``, the portable C path) and Cortex-M7 (``mps2-an500``).
 
 ``build_firmware`` links the exported engine, the generated model data, the MPS2
 board support in ``firmware/board/mps2/`` (startup, linker script) and the program
@@ -8,11 +9,18 @@ arm-none-eabi-gcc ``-O2``; the ELF is cached under ``build/cache/qemu/<sha256>/`
 qemu-system-arm with semihosting and ``-icount shift=0`` (one instruction = 1 ns
 of virtual time) and reads ``tg_out.bin``: per window the head output, the final
 GRU states and the SysTick ticks of ``tg_window`` (25 MHz SysTick: one tick = 40
-instructions), plus the painted-stack high-water mark of the whole program.
+instructions), plus the painted-stack high-water mark of the whole program. In
+series mode (``run_elf(..., series=True)``) the program pushes a whole series
+sample by sample with the state carried and returns every step instead.
 
-    python -m firmware_export.qemu --bundle B [--target m4|m3] [--windows N]
+    python -m firmware_export qemu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]
 
-compares the emulated engine with the host engine on the bundle's reference windows.
+compares the emulated engine with the host engine on the bundle's reference windows;
+``--report`` runs all of them (or N; a forecaster's whole test series, state
+carried), compares them with ``engine_outputs.npz`` at tolerance 0 and writes
+``reports/mcu_<target>.json`` (:func:`mcu_report`): mismatches, instructions per
+step and window, peak stack and ``backend``, the parity entry of the emulator's
+own outputs (:mod:`edge_runtime.parity_entry`). Exits non-zero on any mismatch.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +49,7 @@ QEMU = "qemu-system-arm"
 TARGETS = {
     "m4": {"machine": "mps2-an386", "cpu": "cortex-m4"},
     "m3": {"machine": "mps2-an385", "cpu": "cortex-m3"},
+    "m7": {"machine": "mps2-an500", "cpu": "cortex-m7"},
 }
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=soft",
           "-ffunction-sections", "-fdata-sections")  # fmt: skip
@@ -46,7 +57,8 @@ LDFLAGS = ("--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
 SYSTICK_HZ = 25_000_000
 INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: 1 instruction = 1 ns
 SERIES_PIECE = 500  # samples per window cut from a forecast bundle's series
-MAGIC_IN, MAGIC_OUT = 0x4E494754, 0x554F4754
+MAGIC_IN, MAGIC_OUT = 0x4E494754, 0x554F4754  # "TGIN", "TGOU": windows
+MAGIC_SERIES_IN, MAGIC_SERIES_OUT = 0x53494754, 0x534F4754  # "TGIS", "TGOS": series
 EXIT_CODES = {2: "semihosting open failed", 3: "semihosting read failed",
               4: "bad input header (channels or window too large)", 5: "tg_stream_init failed",
               6: "semihosting write failed", 0x7F: "CPU fault"}  # fmt: skip
@@ -121,16 +133,28 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
 
 
 def run_elf(
-    elf: str | Path, target: str, windows: np.ndarray, *, timeout: float = 120.0
+    elf: str | Path,
+    target: str,
+    windows: np.ndarray,
+    *,
+    series: bool = False,
+    timeout: float = 120.0,
 ) -> QemuResult:
-    """Boot ``elf`` on the target's board with ``windows`` (n, T, C) int16 as tg_in.bin."""
+    """Boot ``elf`` on the target's board with ``windows`` (n, T, C) int16 as tg_in.bin.
+
+    ``series=False``: one ``tg_window`` per window, one result row per window.
+    ``series=True``: each of the n series pushed sample by sample with its state
+    carried (reset at its start), one result row per step (``instructions`` = the
+    pushes since the previous step).
+    """
     w = np.ascontiguousarray(windows, np.int16)
     if w.ndim != 3:
         raise ValueError(f"windows must be (n, samples, channels), got shape {w.shape}")
     machine = TARGETS[target]["machine"]
+    magic_in, magic_out = (MAGIC_SERIES_IN, MAGIC_SERIES_OUT) if series else (MAGIC_IN, MAGIC_OUT)
     with tempfile.TemporaryDirectory(prefix="tg_qemu_") as tmp:
         d = Path(tmp)
-        head = np.array([MAGIC_IN, *w.shape], "<u4").tobytes()
+        head = np.array([magic_in, *w.shape], "<u4").tobytes()
         (d / "tg_in.bin").write_bytes(head + w.astype("<i2").tobytes())
         cmd = [QEMU, "-M", machine, "-display", "none", "-monitor", "none", "-serial", "none",
                "-nodefaults", "-semihosting-config", "enable=on,target=native",
@@ -143,15 +167,16 @@ def run_elf(
             )
         data = (d / "tg_out.bin").read_bytes()
     magic, n, n_out, h_bytes = np.frombuffer(data[:16], "<u4")
-    if magic != MAGIC_OUT or n != len(w):
+    if magic != magic_out or n != len(w):
         raise RuntimeError(f"{machine}: bad output header {data[:16].hex()}")
     rec = np.dtype(
         [("ticks", "<u4"), ("status", "<i4"), ("y", "i1", (n_out,)), ("h", "i1", (h_bytes,))]
     )
-    body = data[16 : 16 + n * rec.itemsize]
-    if len(body) != n * rec.itemsize or len(data) != 16 + n * rec.itemsize + 4:
+    rows = n if not series else (len(data) - 20) // rec.itemsize
+    body = data[16 : 16 + rows * rec.itemsize]
+    if len(body) != rows * rec.itemsize or len(data) != 16 + rows * rec.itemsize + 4:
         raise RuntimeError(
-            f"{machine}: output has {len(data)} bytes, expected {16 + n * rec.itemsize + 4}"
+            f"{machine}: output has {len(data)} bytes, expected {16 + rows * rec.itemsize + 4}"
         )
     r = np.frombuffer(body, rec)
     peak = int(np.frombuffer(data[-4:], "<u4")[0])
@@ -211,22 +236,194 @@ def compare_with_host(bundle_dir: str | Path, target: str, n_windows: int | None
     }  # fmt: skip
 
 
+def _engine_outputs(bundle: Any, prep: Any) -> dict[str, np.ndarray]:
+    """The host engine's outputs (engine_outputs.npz), refused when not of this step model."""
+    from edge_runtime.bundle import BundleError
+
+    hint = "run `python -m firmware_export check` first"
+    if not bundle.has("engine_outputs.npz") or not bundle.has("reports/engine.json"):
+        raise BundleError(f"{bundle.root / 'engine_outputs.npz'}: not in the bundle: {hint}")
+    made_for = bundle.read_json("reports/engine.json").get("step_model_sha256")
+    if made_for != prep.sha256:
+        raise BundleError(
+            f"{bundle.root / 'reports/engine.json'}: step_model_sha256 {str(made_for)[:12]}…, "
+            f"expected {prep.sha256[:12]}… (the bundle's step model): {hint}"
+        )
+    return bundle.load_npz("engine_outputs.npz")
+
+
+def _mismatches(name: str, got: np.ndarray, want: np.ndarray) -> tuple[int, str | None]:
+    """Values that differ (tolerance 0) and a line naming the first one."""
+    if got.shape != want.shape:
+        return max(got.size, want.size), f"{name}: shape {got.shape}, expected {want.shape}"
+    bad = np.argwhere(got != want)
+    if len(bad) == 0:
+        return 0, None
+    i = tuple(int(v) for v in bad[0])
+    return len(bad), f"{name}{list(i)}: emulator {int(got[i])}, host engine {int(want[i])}"
+
+
+def mcu_report(
+    bundle_dir: str | Path,
+    target: str,
+    n_windows: int | None = None,
+    *,
+    sizes_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the reference data on the emulated ``target`` and judge it (``mcu_<target>.json``).
+
+    Classifier: the first ``n_windows`` (default all) reference windows, one ``tg_window``
+    each from a zero state. Forecaster: the whole test series through ``tg_push_sample``
+    with the state carried (``n_windows`` does not apply). The head outputs and final
+    GRU states are compared with ``engine_outputs.npz`` (tolerance 0); ``backend`` is the
+    parity entry of the emulator's own outputs (:mod:`edge_runtime.parity_entry`).
+    """
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.parity_entry import Reference
+    from firmware_export import sizes
+    from firmware_export.export import prepare
+
+    bundle = Bundle.open(bundle_dir)
+    prep = prepare(bundle)
+    m = prep.model
+    engine = _engine_outputs(bundle, prep)
+    ref = Reference.from_bundle(bundle)
+    fw, prefix = _firmware_of(bundle_dir)
+    if sizes_info is None:
+        sizes_info = sizes.firmware_sizes(fw, prefix)
+    elf = build_firmware(fw, prefix, target)
+    # final GRU states, layer after layer: (windows, sum of units), or (1, ...) for a series
+    h_final = np.concatenate(
+        [np.atleast_2d(engine[f"h{i + 1}_final"]) for i in range(len(m.units))], axis=-1
+    )
+    classify = ref.task == "classification"
+    data = ref.ref["x_counts"][:n_windows] if classify else ref.ref["series_counts"][None]
+    steps_per_run = len(range(0, data.shape[1], m.stride))
+    n_steps = len(data) * steps_per_run
+    t0 = time.perf_counter()
+    res = run_elf(elf, target, data, series=not classify, timeout=120.0 + 1e-3 * n_steps)
+    seconds = time.perf_counter() - t0
+    if classify:
+        checks = [("y", res.y, engine["y"][: len(data)]), ("h", res.h, h_final[: len(data)])]
+        per_window = float(np.median(res.instructions))
+        per_step = per_window / steps_per_run
+    else:
+        checks = [("y", res.y, engine["y"]), ("h_final", res.h[-1:], h_final)]
+        per_window = None
+        per_step = float(np.median(res.instructions))
+    total, first = 0, None
+    for name, got, want in checks:
+        bad, where = _mismatches(name, got, want)
+        total += bad
+        first = first or where
+    bad_status = int(np.count_nonzero(res.status != 1))
+    if bad_status:
+        total += bad_status
+        first = first or f"status: {bad_status} runs did not end with TG_OUTPUT_READY"
+    machine, cpu = res.machine, TARGETS[target]["cpu"]
+    entry = ref.entry(
+        res.y,
+        description=f"tinygru C engine on {cpu} ({machine} in QEMU, arm-none-eabi-gcc -O2)",
+        model_file=f"{prefix}_model.c",
+        model_bytes=sizes_info["flash"]["model_data"],
+    )
+    entry.update({
+        "ram_bytes": sizes_info["ram"]["total"],
+        "sizes_from": "Cortex-M4 objects (arm-none-eabi-gcc -Os): model data object text + data "
+        "(flash); state + scratch + tg_stream + deepest stack (RAM)",
+        "instructions_per_step": per_step,
+    })  # fmt: skip
+    return {
+        "target": target,
+        "machine": machine,
+        "cpu": cpu,
+        "mode": "window" if classify else "series",
+        "windows": len(data),
+        "steps": n_steps if classify else len(res.y),
+        "compared_with": "engine_outputs.npz (host engine), tolerance 0",
+        "mismatches": total,
+        "first_mismatch": first,
+        "bit_identical": total == 0,
+        "instructions_per_step": per_step,
+        "instructions_per_window": per_window,
+        "instructions_total": int(res.instructions.sum()),
+        "instructions_method": "SysTick under -icount shift=0 (1 instruction = 1 ns, "
+        f"{INSTRUCTIONS_PER_TICK} per tick); "
+        + (
+            "median tg_window over windows / steps per window"
+            if classify
+            else "median over steps of the tg_push_sample calls since the previous step"
+        ),  # fmt: skip
+        "peak_stack_bytes": res.peak_stack_bytes,
+        "qemu_seconds": round(seconds, 2),
+        "backend": entry,
+    }
+
+
+def write_reports(
+    bundle_dir: str | Path, reports: list[dict[str, Any]], n_windows: int | None
+) -> None:
+    """Write ``reports/mcu_<target>.json`` for each report into the bundle (one stage run)."""
+    from edge_runtime.bundle import stage_writer
+
+    config = {"targets": [r["target"] for r in reports], "windows": n_windows}
+    with stage_writer(bundle_dir, "mcu", config=config) as w:
+        for r in reports:
+            w.write_json(f"reports/mcu_{r['target']}.json", r)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware_export.qemu")
+    parser = argparse.ArgumentParser(prog="python -m firmware_export qemu")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--target", choices=sorted(TARGETS), action="append")
-    parser.add_argument("--windows", type=int, default=None, help="first N reference windows")
+    parser.add_argument("--target", choices=sorted(TARGETS), action="append",
+                        help="repeatable (default: m4 and m3)")  # fmt: skip
+    parser.add_argument("--windows", type=int, default=None,
+                        help="first N reference windows (classifiers; default all with --report)")  # fmt: skip
+    parser.add_argument("--report", action="store_true",
+                        help="compare with engine_outputs.npz and write reports/mcu_<target>.json")  # fmt: skip
     ns = parser.parse_args(argv)
+    if ns.windows is not None and ns.windows < 1:
+        parser.error(f"--windows: expected a count >= 1, found {ns.windows}")
     why = missing_tools()
     if why:
-        print(f"firmware_export.qemu: {why}", file=sys.stderr)
+        print(f"firmware_export qemu: {why}", file=sys.stderr)
         return 1
+    targets = ns.target or ["m4", "m3"]
+    if ns.report:
+        return _main_report(ns.bundle, targets, ns.windows)
     bad = 0
-    for t in ns.target or ["m4", "m3"]:
+    for t in targets:
         rep = compare_with_host(ns.bundle, t, ns.windows)
         print(json.dumps(rep))
         bad += rep["y_mismatches"] + rep["h_mismatches"]
     return 0 if bad == 0 else 1
+
+
+def _main_report(bundle_dir: str, targets: list[str], n_windows: int | None) -> int:
+    from firmware_export import sizes
+
+    try:
+        fw, prefix = _firmware_of(bundle_dir)
+        info = sizes.firmware_sizes(fw, prefix)
+        reports = []
+        for t in targets:
+            r = mcu_report(bundle_dir, t, n_windows, sizes_info=info)
+            reports.append(r)
+            e = r["backend"]
+            fig = (f"accuracy {e['accuracy']:.4f}, agreement {e['argmax_agreement']:.4f}"
+                   if "accuracy" in e else f"hit {e['hit']}, margin {e['margin']:.3f}, "
+                   f"point AUC {e['point_auc']:.4f}")  # fmt: skip
+            print(f"firmware_export qemu: {t} ({r['machine']}): {r['windows']} windows, "
+                  f"{r['steps']} steps, mismatches {r['mismatches']}, {fig}, "
+                  f"{r['instructions_per_step']:.0f} instructions/step, {r['qemu_seconds']} s")  # fmt: skip
+            if r["first_mismatch"]:
+                print(f"firmware_export qemu: {t}: first mismatch {r['first_mismatch']}")
+        write_reports(bundle_dir, reports, n_windows)
+    except Exception as e:  # noqa: BLE001 - the CLI contract: one line, non-zero exit
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"firmware_export qemu: {type(e).__name__}: {reason}", file=sys.stderr)
+        return 1
+    return 0 if all(r["bit_identical"] for r in reports) else 1
 
 
 if __name__ == "__main__":

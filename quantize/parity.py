@@ -30,16 +30,14 @@ input; the ring buffer before the first sample holds the ``x`` zero point.
      "litert_xnnpack_vs_tflm": {...same...},
      "sizes": {...}, "thresholds": {...}, "timing": {...}}
 
-Classification entry keys: ``accuracy``, ``macro_f1``, ``confusion`` (rows =
-true class), ``per_class_f1`` (label → F1 or null), ``argmax_agreement``,
-``max_abs_err``, ``mean_abs_err``, ``rmse``, ``l2r``, ``cosine`` (against the
-``float`` backend's probabilities, :func:`edge_runtime.metrics.parity`),
-``model_file``, ``model_bytes``, ``n``, ``description``. Forecast entry keys:
-``hit``, ``peak``, ``margin``, ``point_auc``, ``window_auc``, ``threshold``,
-``alarm_events``, ``false_alarms``, ``detection_delay``, ``forecast_mae`` and
-``forecast_max_abs_err`` (against the next sample, sensor units), the parity
-keys (against the float forecast, sensor units), ``model_file``,
-``model_bytes``, ``n``, ``description``.
+Entry keys (classification and forecast): see :mod:`edge_runtime.parity_entry`,
+which builds them; the parity keys compare with the ``float`` backend.
+
+The float backend's outputs (classifier probabilities of each window's last
+step, or the forecast of every step in sensor units) go to ``float_outputs.npz``
+(``y``, float64), the float reference of the entries later stages report for
+their own backends (the C engine, the emulated Cortex-M, the edge runtime). A
+``limit`` run leaves it out.
 
 ``single_step`` feeds TFLM's own step inputs (x, h_in) of every step to the
 other interpreter and counts differing int8 output values; ``chain`` compares
@@ -61,8 +59,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import anomaly, metrics
 from edge_runtime.bundle import Bundle, stage_writer
+from edge_runtime.parity_entry import (
+    FLOAT_OUTPUTS,
+    classification_entry,
+    dequantize,
+    forecast_entry,
+)
 from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.stage import (
     FLOAT_FILE,
@@ -277,59 +280,6 @@ def float_chain(model: Any, cfg: Any, series: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def _dequant(q: np.ndarray, d: dict[str, Any]) -> np.ndarray:
-    return (q.astype(np.float64) - d["zero_point"]) * d["scale"]
-
-
-def classification_entry(
-    probs: np.ndarray, ref_probs: np.ndarray, y: np.ndarray, labels: list[str]
-) -> dict[str, Any]:
-    k = len(labels)
-    yhat = np.argmax(probs, axis=1).astype(np.int64)
-    f1 = metrics.per_class_f1(y, yhat, k)
-    return {
-        "n": int(len(y)),
-        "accuracy": metrics.accuracy(y, yhat),
-        "macro_f1": metrics.macro_f1(y, yhat, k),
-        "confusion": metrics.confusion_matrix(y, yhat, k).tolist(),
-        "per_class_f1": dict(zip(labels, f1, strict=True)),
-        **metrics.parity(ref_probs, probs),
-    }
-
-
-def forecast_entry(
-    forecast: np.ndarray,
-    ref_forecast: np.ndarray,
-    x_phys: np.ndarray,
-    labels01: np.ndarray,
-    *,
-    zone: int,
-    threshold: float | None,
-    warmup: int = 0,
-) -> dict[str, Any]:
-    scores = anomaly.forecast_scores(x_phys, forecast)
-    rep = anomaly.anomaly_report(
-        scores, labels01 > 0, zone=zone, threshold=threshold, ignore_first=warmup
-    )
-    err = np.abs(x_phys[1:] - forecast[:-1])
-    return {
-        "n": int(len(forecast)),
-        "hit": rep["hit"],
-        "peak": rep["peak"],
-        "labelled": rep["labelled"],
-        "margin": rep["margin"],
-        "point_auc": rep["point_auc"],
-        "window_auc": rep["window_auc"],
-        "threshold": rep.get("threshold"),
-        "alarm_events": rep.get("alarm_events"),
-        "false_alarms": rep.get("false_alarms"),
-        "detection_delay": rep.get("detection_delay"),
-        "forecast_mae": float(err.mean()),
-        "forecast_max_abs_err": float(err.max()),
-        **metrics.parity(ref_forecast, forecast),
-    }
 
 
 def compare_int8(
@@ -549,6 +499,7 @@ def check(
     backends: dict[str, Any] = {}
     if task == "classification":
         ref_float = y_float_steps[:, -1].astype(np.float64)
+        float_outputs = ref_float
         backends["float"] = {
             **_entry_common("float", source, art[source]["bytes"]),
             **classification_entry(ref_float, ref_float, y_true, labels),
@@ -560,7 +511,7 @@ def check(
             }
         outputs = {"float": ref_float, **{n: ys[:, -1] for n, ys in entries_float.items()}}
         for name in BACKENDS:
-            probs = _dequant(chains["chains"][name]["y"][:, -1], yout)
+            probs = dequantize(chains["chains"][name]["y"][:, -1], yout)
             outputs[name] = probs
             backends[name] = {
                 **_entry_common(name, STEP_FILE, art[STEP_FILE]["bytes"]),
@@ -582,6 +533,7 @@ def check(
             return y_norm * std + mean
 
         f_float = to_sensor(y_float_steps[0].astype(np.float64))
+        float_outputs = f_float
         warmup = int(m.get("thresholds", {}).get("anomaly_warmup_samples", 0))
         kw = {"zone": zone, "threshold": threshold, "warmup": warmup}
         backends["float"] = {
@@ -595,7 +547,7 @@ def check(
                 **forecast_entry(f, f_float, x_phys, lab, **kw),
             }
         for name in BACKENDS:
-            f = to_sensor(_dequant(chains["chains"][name]["y"][0], yout))
+            f = to_sensor(dequantize(chains["chains"][name]["y"][0], yout))
             backends[name] = {
                 **_entry_common(name, STEP_FILE, art[STEP_FILE]["bytes"]),
                 **forecast_entry(f, f_float, x_phys, lab, **kw),
@@ -660,6 +612,10 @@ def check(
             }
         )
         w.write_json("reports/parity.json", report)
+        if limit:
+            w.remove(FLOAT_OUTPUTS)
+        else:
+            w.write_npz(FLOAT_OUTPUTS, y=np.ascontiguousarray(float_outputs, np.float64))
         w.write_text("reports/parity.md", md)
         if thresholds is not None:
             w.manifest.setdefault("thresholds", {})["device"] = thresholds

@@ -1,15 +1,24 @@
-/* Emulator test program: windows of raw counts in, engine outputs out, via
- * semihosting files in the emulator's working directory.
+/* Emulator test program: raw counts in, engine outputs out, via semihosting
+ * files in the emulator's working directory.
  *
  * Build with -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
  * -DTGT_STATE_BYTES=... -DTGT_SCRATCH_BYTES=...
  *
+ * Windows (tg_window, each from a zero state):
  * tg_in.bin:  int32 magic "TGIN", n_windows, n_samples, channels; then
  *             int16 counts[n_windows][n_samples][channels], little endian.
  * tg_out.bin: int32 magic "TGOU", n_windows, n_outputs, state_bytes (GRU states);
  *             per window: uint32 SysTick ticks of tg_window, int32 status,
  *             int8 y[n_outputs], int8 h[state_bytes];
  *             trailer: uint32 peak stack bytes (painted-stack high-water mark).
+ *
+ * Series (tg_push_sample, one sample at a time, state carried; reset per series):
+ * tg_in.bin:  int32 magic "TGIS", n_series, n_samples, channels; counts as above.
+ * tg_out.bin: int32 magic "TGOS", n_series, n_outputs, state_bytes; then one
+ *             record per step (every push that returned TG_OUTPUT_READY):
+ *             uint32 SysTick ticks of the pushes since the previous record,
+ *             int32 status, int8 y[n_outputs], int8 h[state_bytes] after the step;
+ *             the same trailer.
  * Exit code: 0, or TGT_EXIT_* below. */
 #include <stdint.h>
 
@@ -18,6 +27,8 @@
 
 #define TGT_MAGIC_IN 0x4e494754u  /* "TGIN" */
 #define TGT_MAGIC_OUT 0x554f4754u /* "TGOU" */
+#define TGT_MAGIC_SERIES_IN 0x53494754u  /* "TGIS" */
+#define TGT_MAGIC_SERIES_OUT 0x534f4754u /* "TGOS" */
 #define TGT_MAX_COUNTS 16384
 #define TGT_MAX_RECORD 1024
 #define TGT_PAINT 0xa5a5a5a5u
@@ -82,6 +93,74 @@ static int32_t write_u32s(int32_t fd, uint32_t a, uint32_t b, uint32_t c, uint32
     return sh_write(fd, buf, 16u);
 }
 
+static int32_t write_record(int32_t out, uint32_t ticks, tg_status status, uint32_t n_out,
+                            uint32_t h_bytes)
+{
+    put_u32(record, ticks);
+    put_u32(record + 4, (uint32_t)(int32_t)status);
+    for (uint32_t i = 0u; i < h_bytes; ++i) {
+        record[8u + n_out + i] = (uint8_t)stream.h[i];
+    }
+    return sh_write(out, record, 8u + n_out + h_bytes);
+}
+
+/* One tg_window per window of n_samples samples. */
+static int run_windows(int32_t in, int32_t out, uint32_t n_windows, uint32_t n_samples,
+                       uint32_t n_out, uint32_t h_bytes)
+{
+    const uint32_t channels = (uint32_t)stream.model->channels;
+    if (n_samples * channels > TGT_MAX_COUNTS) {
+        return TGT_EXIT_HEADER;
+    }
+    for (uint32_t w = 0u; w < n_windows; ++w) {
+        if (sh_read(in, counts, n_samples * channels * 2u) != 0) {
+            return TGT_EXIT_READ;
+        }
+        int8_t *y = (int8_t *)(record + 8);
+        const uint32_t t0 = SYST_CVR & SYST_MASK;
+        const tg_status status = tg_window(&stream, counts, (int32_t)n_samples, y);
+        const uint32_t t1 = SYST_CVR & SYST_MASK;
+        if (write_record(out, ticks_between(t0, t1), status, n_out, h_bytes) != 0) {
+            return TGT_EXIT_WRITE;
+        }
+    }
+    return 0;
+}
+
+/* tg_push_sample over each series, read in chunks of whole samples; a record per step. */
+static int run_series(int32_t in, int32_t out, uint32_t n_series, uint32_t n_samples,
+                      uint32_t n_out, uint32_t h_bytes)
+{
+    const uint32_t channels = (uint32_t)stream.model->channels;
+    const uint32_t chunk = TGT_MAX_COUNTS / channels;
+    int8_t *y = (int8_t *)(record + 8);
+    for (uint32_t s = 0u; s < n_series; ++s) {
+        tg_reset(&stream);
+        uint32_t ticks = 0u;
+        for (uint32_t done = 0u; done < n_samples;) {
+            const uint32_t n = n_samples - done < chunk ? n_samples - done : chunk;
+            if (sh_read(in, counts, n * channels * 2u) != 0) {
+                return TGT_EXIT_READ;
+            }
+            for (uint32_t i = 0u; i < n; ++i) {
+                const uint32_t t0 = SYST_CVR & SYST_MASK;
+                const tg_status status = tg_push_sample(&stream, counts + i * channels, y);
+                const uint32_t t1 = SYST_CVR & SYST_MASK;
+                ticks += ticks_between(t0, t1);
+                if (status == TG_OK) {
+                    continue;
+                }
+                if (write_record(out, ticks, status, n_out, h_bytes) != 0) {
+                    return TGT_EXIT_WRITE;
+                }
+                ticks = 0u;
+            }
+            done += n;
+        }
+    }
+    return 0;
+}
+
 int main(void)
 {
     /* paint the free stack below this frame for the high-water mark */
@@ -99,12 +178,14 @@ int main(void)
     if (sh_read(in, head, 16u) != 0) {
         return TGT_EXIT_READ;
     }
-    const uint32_t n_windows = get_u32(head + 4);
+    const uint32_t magic = get_u32(head);
+    const uint32_t n_runs = get_u32(head + 4);
     const uint32_t n_samples = get_u32(head + 8);
     const uint32_t channels = get_u32(head + 12);
     const tg_model_params *m = &TGT_MODEL;
-    if (get_u32(head) != TGT_MAGIC_IN || channels != (uint32_t)m->channels ||
-        n_samples * channels > TGT_MAX_COUNTS) {
+    const int series = magic == TGT_MAGIC_SERIES_IN;
+    if ((magic != TGT_MAGIC_IN && !series) || channels != (uint32_t)m->channels ||
+        channels > TGT_MAX_COUNTS) {
         return TGT_EXIT_HEADER;
     }
     if (tg_stream_init(&stream, m, state, TGT_STATE_BYTES, scratch, TGT_SCRATCH_BYTES) != TG_OK) {
@@ -112,11 +193,11 @@ int main(void)
     }
     const uint32_t n_out = (uint32_t)m->n_outputs;
     const uint32_t h_bytes = (uint32_t)(tg_state_buffer_size(m) - m->kernel * m->channels);
-    const uint32_t rec_bytes = 8u + n_out + h_bytes;
-    if (rec_bytes > TGT_MAX_RECORD) {
+    if (8u + n_out + h_bytes > TGT_MAX_RECORD) {
         return TGT_EXIT_HEADER;
     }
-    if (write_u32s(out, TGT_MAGIC_OUT, n_windows, n_out, h_bytes) != 0) {
+    const uint32_t magic_out = series ? TGT_MAGIC_SERIES_OUT : TGT_MAGIC_OUT;
+    if (write_u32s(out, magic_out, n_runs, n_out, h_bytes) != 0) {
         return TGT_EXIT_WRITE;
     }
 
@@ -125,25 +206,12 @@ int main(void)
     SYST_CSR = 5u; /* enable, processor clock, no interrupt */
     while (SYST_CVR == 0u) {
     }
-
-    for (uint32_t w = 0u; w < n_windows; ++w) {
-        if (sh_read(in, counts, n_samples * channels * 2u) != 0) {
-            return TGT_EXIT_READ;
-        }
-        int8_t *y = (int8_t *)(record + 8);
-        const uint32_t t0 = SYST_CVR & SYST_MASK;
-        const tg_status status = tg_window(&stream, counts, (int32_t)n_samples, y);
-        const uint32_t t1 = SYST_CVR & SYST_MASK;
-        put_u32(record, ticks_between(t0, t1));
-        put_u32(record + 4, (uint32_t)(int32_t)status);
-        for (uint32_t i = 0u; i < h_bytes; ++i) {
-            record[8u + n_out + i] = (uint8_t)stream.h[i];
-        }
-        if (sh_write(out, record, rec_bytes) != 0) {
-            return TGT_EXIT_WRITE;
-        }
-    }
+    const int err = series ? run_series(in, out, n_runs, n_samples, n_out, h_bytes)
+                           : run_windows(in, out, n_runs, n_samples, n_out, h_bytes);
     SYST_CSR = 0u;
+    if (err != 0) {
+        return err;
+    }
 
     uint32_t peak = 0u;
     for (const volatile uint32_t *p = __bss_end; p < __stack_top; ++p) {
