@@ -6,6 +6,7 @@
                        [--smooth N] [--out FILE|-]
     tinygru-edge bench --bundle build/har [--seconds 3] [--json FILE|-]
     tinygru-edge check --bundle build/har [--min-accuracy X] [--min-agreement Y] [--junit FILE]
+                       [--device URL] [--json FILE|-]
 
 ``run`` writes one JSON object per line, flushed per line: ``time`` (Unix
 seconds), ``sample``, ``label`` and ``probabilities`` (classifier) or
@@ -26,7 +27,11 @@ import time
 from typing import IO, Any
 
 from edge_runtime.bundle import BundleError
-from edge_runtime.interpreter import InterpreterError
+from edge_runtime.interpreter import (
+    INTERPRETER_PYTHON_HELP,
+    InterpreterError,
+    InterpreterPythonAction,
+)
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -219,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", help="pace csv: and stdin at the sample rate")
     r.add_argument("--max-samples", type=int, default=0, help="stop after N samples")
     r.add_argument("--show-bad", type=int, default=5, help="report the first N bad samples")
+    r.add_argument(
+        "--interpreter-python", action=InterpreterPythonAction, help=INTERPRETER_PYTHON_HELP
+    )
     r.set_defaults(func=cmd_run)
 
     bp = sub.add_parser("bench", help="latency and throughput on this machine")
@@ -227,11 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--backend", action="append", choices=("litert", "xnnpack"), help="repeatable")
     bp.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     bp.add_argument("--json", default=None, help="also write the figures as JSON (- = stdout)")
+    bp.add_argument(
+        "--interpreter-python", action=InterpreterPythonAction, help=INTERPRETER_PYTHON_HELP
+    )
     bp.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("check", help="acceptance check against the bundle's reference data")
     c.add_argument("--bundle", required=True)
-    c.add_argument("--device", default=None, help="device URL (not available in this version)")
+    c.add_argument("--device", default=None, help="qemu:an385|an386|an500, a pyserial URL or a tty")
     c.add_argument("--backend", choices=("litert", "xnnpack", "auto"), default="litert")
     c.add_argument("--min-accuracy", type=float, default=None)
     c.add_argument("--min-agreement", type=float, default=None, help="min argmax agreement")
@@ -240,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-false-alarms", type=int, default=None)
     c.add_argument("--require-hit", type=_bool, default=None, metavar="true|false")
     c.add_argument("--junit", default=None, help="write JUnit XML (one testcase per mark)")
+    c.add_argument(
+        "--interpreter-python", action=InterpreterPythonAction, help=INTERPRETER_PYTHON_HELP
+    )
     c.add_argument("--json", default=None, help="write the figures as JSON (- = stdout)")
     c.set_defaults(func=cmd_check)
     return p

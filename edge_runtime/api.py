@@ -10,6 +10,9 @@ the manifest's order); :meth:`Streamer.push` takes one sample at a time and
 returns the Results it completes. See :mod:`edge_runtime.stream` for the modes
 (``"window-exact"``, ``"continuous"``), smoothing and the Result fields, and
 :mod:`edge_runtime.interpreter` for the backends (``"litert"``, ``"xnnpack"``).
+``Streamer(b, interpreter_python="/path/to/python")`` runs the step model in a
+worker process under that Python (tflite-runtime with numpy<2, see
+:mod:`edge_runtime.worker`); ``Streamer.close()`` stops it.
 """
 
 from __future__ import annotations

@@ -3,21 +3,31 @@
 For each backend (LiteRT built-in kernels, LiteRT with XNNPACK), within a
 bounded time budget:
 
-- ``bare_step_us``: a bare loop of ``set_tensor`` (x, every state) + ``invoke``
-  + ``get_tensor`` (every state, y) on preallocated arrays: p50/p95/p99/mean
-  of single steps;
-- ``streamer``: the same interpreter driven through :class:`Streamer` in the
-  bundle's default mode and hop over the reference samples: ``step_us`` (push
-  time / steps run), the ratio of that to the bare mean step
-  (``ratio_streamer_to_bare``; the cost of quantization, ring buffer, lanes and
-  Results), per-sample push latency p50/p95/p99, throughput in samples/s;
+- ``ratio_streamer_to_bare``: the runtime's cost per step over a bare loop's,
+  the median over alternating rounds on the same samples (each round's ratio
+  pairs a bare pass and a Streamer pass made one after the other, so both see
+  the same machine load), timed as CPU time of the measuring thread (``time.thread_time``;
+  on an idle machine that is the wall time, on a shared one it leaves out the
+  time other processes hold the core). A bare round is ``set_tensor`` (x, every
+  state) + ``invoke`` + ``get_tensor`` (every state, y) per step on preallocated
+  step inputs; a Streamer round is :meth:`Streamer.push` per sample in the
+  bundle's default mode and hop (quantization, ring buffer, lanes, Results
+  included). ``ratio_push_many_to_bare``: the same with :meth:`Streamer.push_many`
+  over chunks of ``CHUNK`` samples. ``rounds`` holds the CPU microseconds per
+  step of each side over all rounds and the spread of the per-round ratios.
+- ``bare_step_us``: wall time of single bare steps, p50/p95/p99/mean;
+- ``streamer``: per-sample push latency (wall) p50/p95/p99, ``step_us`` (push
+  time / steps run, wall), throughput in samples/s and steps/s (CPU time of the
+  alternating rounds, and wall time of the latency phase);
 - ``window_us``: the compute time of one whole window (T samples pushed into a
   window-exact Streamer with one window in flight; T consecutive samples of the
   continuous Streamer for a forecaster), p50/p95/p99.
 
-Peak memory is the process's maximum resident set size (``resource.getrusage``).
-Figures are labelled with the host (``platform.machine()``): a Raspberry Pi
-gives its own. Tests check the structure of this report, never its times.
+With a worker process (``--interpreter-python``) the bare loop is the worker's
+round trip of prepacked step inputs. Peak memory is the process's maximum
+resident set size (``resource.getrusage``). Figures are labelled with the host
+(``platform.machine()``): a Raspberry Pi gives its own. Tests check the
+structure of this report, never its times.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,6 +50,8 @@ __all__ = ["BENCH_BACKENDS", "bench", "host_label", "render"]
 
 BENCH_BACKENDS = ("litert", "xnnpack")
 MAX_SAMPLES = 200_000
+ROUND_SAMPLES = 4096  # samples per alternating round (and the bare loop's step inputs)
+CHUNK = 64  # samples per push_many call in the chunked rounds
 
 
 def host_label() -> str:
@@ -72,19 +85,70 @@ def _samples(b: Bundle) -> np.ndarray:
     return np.ascontiguousarray(counts[:MAX_SAMPLES], np.int16)
 
 
-def _bare(interp: StepInterpreter, xs: np.ndarray, budget: float) -> dict[str, Any]:
+def _bare_round(interp: StepInterpreter, xs: list[np.ndarray]) -> Callable[[], int]:
+    """One pass of the bare loop over ``xs`` from a zero state; returns the steps run."""
     it = interp.raw
+    if it is None:  # a worker: its round trip of prepacked inputs
+        worker = interp.worker
+        assert worker is not None
+        zero = b"".join(h.tobytes() for h in interp.zero_states())
+        packed = [x.tobytes() + zero for x in xs]
+        call = worker.step
+
+        def remote() -> int:
+            for p in packed:
+                call(p)
+            return len(packed)
+
+        return remote
     x_idx = interp.inputs["x"].index
     h_in = [interp.inputs[n].index for n in interp.state_in]
     h_out = [interp.outputs[n].index for n in interp.state_out]
     y_idx = interp.outputs["y"].index
-    states = interp.zero_states()
     set_tensor, get_tensor, invoke = it.set_tensor, it.get_tensor, it.invoke
+
+    def local() -> int:
+        states = interp.zero_states()
+        for x in xs:
+            set_tensor(x_idx, x)
+            for idx, h in zip(h_in, states, strict=True):
+                set_tensor(idx, h)
+            invoke()
+            states = [get_tensor(idx) for idx in h_out]
+            get_tensor(y_idx)
+        return len(xs)
+
+    return local
+
+
+def _bare_latency(interp: StepInterpreter, xs: list[np.ndarray], budget: float) -> dict[str, Any]:
+    """Wall time of single steps of the bare loop, the state carried from step to step."""
     clock = time.perf_counter_ns
     times: list[int] = []
     n = len(xs)
     end = clock() + int(budget * 1e9)
     i = 0
+    it = interp.raw
+    if it is None:  # a worker: its round trip of prepacked inputs
+        worker = interp.worker
+        assert worker is not None
+        zero = b"".join(h.tobytes() for h in interp.zero_states())
+        packed = [x.tobytes() + zero for x in xs]
+        call = worker.step
+        while True:
+            t0 = clock()
+            call(packed[i % n])
+            t1 = clock()
+            times.append(t1 - t0)
+            i += 1
+            if t1 > end:
+                return _pct(times)
+    x_idx = interp.inputs["x"].index
+    h_in = [interp.inputs[name].index for name in interp.state_in]
+    h_out = [interp.outputs[name].index for name in interp.state_out]
+    y_idx = interp.outputs["y"].index
+    states = interp.zero_states()
+    set_tensor, get_tensor, invoke = it.set_tensor, it.get_tensor, it.invoke
     while True:
         t0 = clock()
         set_tensor(x_idx, xs[i % n])
@@ -97,8 +161,74 @@ def _bare(interp: StepInterpreter, xs: np.ndarray, budget: float) -> dict[str, A
         times.append(t1 - t0)
         i += 1
         if t1 > end:
-            break
-    return _pct(times)
+            return _pct(times)
+
+
+def _ratio(
+    b: Bundle, interp: StepInterpreter, counts: np.ndarray, xs: list[np.ndarray], budget: float
+) -> dict[str, Any]:
+    """Alternating rounds: bare loop, push per sample, push_many per chunk (CPU time)."""
+    bare = _bare_round(interp, xs)
+    s = Streamer(b, interpreter=interp)
+    rows = list(counts)
+    chunks = [counts[i : i + CHUNK] for i in range(0, len(counts), CHUNK)]
+    push, push_many = s.push, s.push_many
+    cpu = time.thread_time_ns
+    tot = {"bare": [0, 0], "push": [0, 0], "push_many": [0, 0]}  # CPU ns, steps
+    per_round: list[float] = []
+    per_round_many: list[float] = []
+    samples = 0
+    end = time.perf_counter() + budget
+    rounds = 0
+    while rounds < 2 or time.perf_counter() < end:
+        t0 = cpu()
+        n_bare = bare()
+        t_bare = cpu() - t0
+        s.reset()
+        s0 = s.steps
+        t0 = cpu()
+        for r in rows:
+            push(r)
+        t_push = cpu() - t0
+        n_push = s.steps - s0
+        s.reset()
+        s0 = s.steps
+        t0 = cpu()
+        for c in chunks:
+            push_many(c)
+        t_many = cpu() - t0
+        n_many = s.steps - s0
+        for key, t, n in (("bare", t_bare, n_bare), ("push", t_push, n_push),
+                          ("push_many", t_many, n_many)):  # fmt: skip
+            tot[key][0] += t
+            tot[key][1] += n
+        if t_bare and n_push and n_many:
+            per_round.append((t_push / n_push) / (t_bare / n_bare))
+            per_round_many.append((t_many / n_many) / (t_bare / n_bare))
+        samples += len(rows)
+        rounds += 1
+    us = {k: (t / n / 1e3 if n else None) for k, (t, n) in tot.items()}
+
+    def median(values: list[float]) -> float | None:
+        return round(float(np.median(values)), 3) if values else None
+
+    return {
+        "ratio": median(per_round),
+        "ratio_many": median(per_round_many),
+        "rounds": {
+            "n": rounds,
+            "samples_per_round": len(rows),
+            "cpu_step_us": {k: None if v is None else round(v, 3) for k, v in us.items()},
+            "push_ratio_min": round(min(per_round), 3) if per_round else None,
+            "push_ratio_max": round(max(per_round), 3) if per_round else None,
+            "push_many_ratio_min": round(min(per_round_many), 3) if per_round_many else None,
+            "push_many_ratio_max": round(max(per_round_many), 3) if per_round_many else None,
+        },
+        "samples_per_s_cpu": round(samples / (tot["push"][0] / 1e9), 1) if tot["push"][0] else None,
+        "samples_per_s_cpu_push_many": (
+            round(samples / (tot["push_many"][0] / 1e9), 1) if tot["push_many"][0] else None
+        ),
+    }
 
 
 def _streamer(
@@ -131,8 +261,8 @@ def _streamer(
         "steps": s.steps,
         "step_us": round(total / max(1, s.steps) / 1e3, 2),
         "push_us": _pct(times),
-        "samples_per_s": round(i / (total / 1e9), 1),
-        "steps_per_s": round(s.steps / (total / 1e9), 1),
+        "samples_per_s_wall": round(i / (total / 1e9), 1),
+        "steps_per_s_wall": round(s.steps / (total / 1e9), 1),
     }
 
 
@@ -169,30 +299,41 @@ def bench(
     seconds: float = 3.0,
     backends: tuple[str, ...] = BENCH_BACKENDS,
     num_threads: int | None = 1,
+    python: str | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark within about ``seconds`` of measuring (plus set-up)."""
+    """Run the benchmark within about ``seconds`` of measuring (plus set-up).
+
+    ``python``: run the step model in a worker under that Python.
+    """
     t_start = time.perf_counter()
     counts = _samples(bundle)
-    probe = Streamer(bundle, backend=backends[0], num_threads=num_threads)
-    per_phase = max(0.05, float(seconds) / (3 * len(backends)))
+    block = counts[:ROUND_SAMPLES]
+    probe = Streamer(
+        bundle, backend=backends[0], num_threads=num_threads, interpreter_python=python
+    )
+    budget = max(0.2, float(seconds) / len(backends))
     mc = bundle.manifest["model"]["config"]
     k, C = int(mc["front_end_kernel"]), int(mc["n_channels"])
-    q = probe.quantize
-    qs = np.stack([q(row) for row in counts[: min(len(counts), 4096)]])
+    qs = probe.quantize(block)
     pad = np.full((k - 1, C), probe.cfg.fill, np.int8)
     flat = np.concatenate([pad, qs]).reshape(-1)
     xs = [
         np.ascontiguousarray(flat[i * C : (i + k) * C].reshape(1, -1))
         for i in range(0, len(qs), probe.cfg.stride)
     ]
-    _, lib = interpreter_module()
+    if probe.interp.worker is not None:
+        info = probe.interp.worker.info
+        lib, version = f"{info['library']} (worker: {probe.interp.python})", info["version"]
+    else:
+        _, lib = interpreter_module()
+        version = _version(lib)
     out: dict[str, Any] = {
         "host": {
             "label": host_label(),
             "machine": platform.machine(),
             "python": platform.python_version(),
             "interpreter": lib,
-            "interpreter_version": _version(lib),
+            "interpreter_version": version,
             "num_threads": num_threads,
         },
         "bundle": str(bundle.root),
@@ -209,20 +350,32 @@ def bench(
         "budget_seconds": float(seconds),
         "backends": {},
     }
+    probe.close()
     del probe
     gc_was = gc.isenabled()
     gc.disable()
     try:
         for name in backends:
-            interp = StepInterpreter.from_bundle(bundle, backend=name, num_threads=num_threads)
-            bare = _bare(interp, xs, per_phase)
-            stream = _streamer(bundle, interp, counts, per_phase)
-            window = _windows(bundle, interp, counts, per_phase)
-            ratio = stream["step_us"] / bare["mean"] if bare["mean"] else None
+            interp = StepInterpreter.from_bundle(
+                bundle, backend=name, num_threads=num_threads, python=python
+            )
+            try:
+                ratio = _ratio(bundle, interp, block, xs, 0.5 * budget)
+                bare = _bare_latency(interp, xs, 0.15 * budget)
+                stream = _streamer(bundle, interp, counts, 0.15 * budget)
+                window = _windows(bundle, interp, counts, 0.2 * budget)
+            finally:
+                interp.close()
+            stream["samples_per_s"] = ratio.pop("samples_per_s_cpu")
+            stream["samples_per_s_push_many"] = ratio.pop("samples_per_s_cpu_push_many")
+            cpu = ratio["rounds"]["cpu_step_us"]
+            stream["steps_per_s"] = round(1e6 / cpu["push"], 1) if cpu["push"] else None
             out["backends"][interp.backend_label] = {
                 "bare_step_us": bare,
                 "streamer": stream,
-                "ratio_streamer_to_bare": None if ratio is None else round(ratio, 3),
+                "ratio_streamer_to_bare": ratio["ratio"],
+                "ratio_push_many_to_bare": ratio["ratio_many"],
+                "rounds": ratio["rounds"],
                 "window_us": window,
             }
     finally:
@@ -257,18 +410,24 @@ def render(report: dict[str, Any]) -> str:
         f"{mdl['step_bytes']} B",
     ]
     for name, e in report["backends"].items():
-        b, s, w = e["bare_step_us"], e["streamer"], e["window_us"]
+        b, s, w, r = e["bare_step_us"], e["streamer"], e["window_us"], e["rounds"]
+        cpu = r["cpu_step_us"]
         lines += [
             f"  {name}:",
+            f"    streamer step  {e['ratio_streamer_to_bare']} x bare with push (rounds "
+            f"{r['push_ratio_min']}..{r['push_ratio_max']}), {e['ratio_push_many_to_bare']} "
+            f"x bare with push_many ({s['mode']}, hop {s['hop']})",
+            f"    CPU per step   bare {cpu['bare']} us  push {cpu['push']} us  push_many "
+            f"{cpu['push_many']} us  ({r['n']} alternating rounds of "
+            f"{r['samples_per_round']} samples)",
             f"    bare step      p50 {b['p50']} us  p95 {b['p95']} us  p99 {b['p99']} us  "
             f"mean {b['mean']} us  ({b['n']} steps)",
-            f"    streamer step  {s['step_us']} us  = {e['ratio_streamer_to_bare']} x bare "
-            f"({s['mode']}, hop {s['hop']})",
             f"    push (sample)  p50 {s['push_us']['p50']} us  p95 {s['push_us']['p95']} us  "
-            f"p99 {s['push_us']['p99']} us",
+            f"p99 {s['push_us']['p99']} us  ({s['step_us']} us/step wall)",
             f"    window         p50 {w['p50']} us  p95 {w['p95']} us  p99 {w['p99']} us  "
             f"({w['n']} windows)",
-            f"    throughput     {s['samples_per_s']} samples/s, {s['steps_per_s']} steps/s",
+            f"    throughput     {s['samples_per_s']} samples/s ({s['samples_per_s_push_many']} "
+            f"with push_many), {s['steps_per_s']} steps/s",
         ]
     lines.append(f"  peak RSS {report['peak_rss_mb']} MB; {report['seconds']} s")
     return "\n".join(lines)

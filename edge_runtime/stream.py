@@ -46,15 +46,23 @@ argmax; ``raw_probabilities`` keeps the unsmoothed values.
 
 ``latency_us`` is the wall time from the start of the :meth:`Streamer.push`
 call that produced a Result to the Result: quantization, the ring buffer and
-every step that sample ran.
+every step that sample ran. :meth:`Streamer.push_many` checks and quantizes a
+whole chunk at once; there it counts from the start of the sample's turn.
+
+Per sample the work is plain Python on small integers: the input contract is a
+bytes table per channel (every int16 count), the ring buffer a bytearray whose
+step inputs are numpy views, the forecast a table over the int8 head outputs.
+The step itself is ``set_tensor`` + ``invoke`` + ``get_tensor``
+(:meth:`edge_runtime.interpreter.StepInterpreter.step`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass, field
+from operator import getitem
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -68,9 +76,13 @@ __all__ = ["MODES", "Result", "StreamConfig", "Streamer"]
 MODES = ("window-exact", "continuous")
 # Channels up to which the int16 -> int8 input is tabulated (64 KiB per channel).
 MAX_TABLE_CHANNELS = 64
+# Samples the ring buffer holds beyond the kernel's k - 1 before it moves its tail.
+RING_ROWS = 4096
+_INT16 = np.dtype(np.int16)
+_NDARRAY = np.ndarray
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One prediction. Classifier fields or forecaster fields are set, the others are None."""
 
@@ -173,15 +185,23 @@ class StreamConfig:
 
 
 class _Lane:
-    """One state (and its view of the ring buffer): a window in flight, or the continuous lane."""
+    """One state: a window in flight, or the continuous lane."""
 
-    __slots__ = ("states", "start", "x", "y")
+    __slots__ = ("states", "start", "xpad", "y")
 
     def __init__(self, interp: StepInterpreter, start: int) -> None:
-        self.x = np.empty(interp.x.shape, np.int8)
+        self.xpad = np.empty(interp.x.shape, np.int8)  # x of the steps that reach before start
         self.states = interp.zero_states()
         self.start = start
         self.y: np.ndarray | None = None
+
+
+def _uint16_table(col: np.ndarray) -> bytes:
+    """``col[count + 32768]`` (int8) re-indexed by the count's uint16 pattern, as bytes.
+
+    Python indexing then takes the int16 count itself: ``table[-1]`` is ``table[65535]``.
+    """
+    return np.concatenate([col[32768:], col[:32768]]).view(np.uint8).tobytes()
 
 
 class Streamer:
@@ -191,7 +211,8 @@ class Streamer:
     a classifier and continuous for a forecaster. ``backend``: see
     :mod:`edge_runtime.interpreter`. ``smooth``: average the last N
     probabilities (classifiers). ``hop`` overrides ``preprocess.hop`` (e.g.
-    ``hop=T`` for back-to-back windows).
+    ``hop=T`` for back-to-back windows). ``interpreter_python``: run the step
+    model in a worker process under that Python (see :mod:`edge_runtime.worker`).
     """
 
     def __init__(
@@ -204,6 +225,7 @@ class Streamer:
         hop: int | None = None,
         num_threads: int | None = None,
         interpreter: StepInterpreter | None = None,
+        interpreter_python: str | None = None,
     ) -> None:
         m = bundle.manifest
         self.cfg = StreamConfig.from_manifest(m, hop)
@@ -222,7 +244,7 @@ class Streamer:
         self.mode = mode
         self.smooth = int(smooth)
         self.interp = interpreter or StepInterpreter.from_bundle(
-            bundle, backend=backend, num_threads=num_threads
+            bundle, backend=backend, num_threads=num_threads, python=interpreter_python
         )
         cfg = self.cfg
         width = self.interp.x.width
@@ -253,20 +275,67 @@ class Streamer:
                     "manifest preprocess.input_quant does not match step_int8.tflite's x input: "
                     "rerun `python -m quantize int8`"
                 )
+        k, C = cfg.kernel, cfg.channels
+        self._shape = (C,)
+        self._cols = np.arange(C)
+        # The input contract tabulated over every int16 count: a numpy table for
+        # chunks and one bytes table per channel for single samples.
         self._table: np.ndarray | None = None
-        if cfg.channels <= MAX_TABLE_CHANNELS:
+        self._tabs: list[bytes] = []
+        if C <= MAX_TABLE_CHANNELS:
             every = np.arange(-32768, 32768, dtype=np.int16)
-            grid = np.repeat(every[:, None], cfg.channels, axis=1)
+            grid = np.repeat(every[:, None], C, axis=1)
             self._table = np.ascontiguousarray(quantize_counts(grid, self.iq))
-            self._cols = np.arange(cfg.channels)
+            self._tabs = [_uint16_table(self._table[:, c]) for c in range(C)]
+        # Ring buffer: k - 1 rows of history then RING_ROWS rows written in turn
+        # (the last k - 1 move to the front when it is full). ``_win[i]`` is the
+        # (1, k*C) step input made of rows i .. i+k-1, a view of the same bytes.
+        self._rows = k - 1 + RING_ROWS
+        self._rb = bytearray(self._rows * C)
+        self._win = np.lib.stride_tricks.as_strided(
+            np.frombuffer(self._rb, np.int8),
+            shape=(RING_ROWS, 1, k * C),
+            strides=(C, k * C, 1),
+            writeable=False,
+        )
+        self._fill_bytes = np.full((k - 1) * C, cfg.fill, np.int8).tobytes()
         self._zero = self.interp.zero_states()
         y = self.interp.y
         self._y_scale = y.scale
         self._y_zp = y.zero_point
+        # Dequantized head outputs for every int8 value, indexed by its uint8 pattern;
+        # the same float64 operations as (y - zp) * scale on the values themselves.
+        every8 = np.arange(256, dtype=np.uint8).view(np.int8).astype(np.float64)
+        self._deq = (every8 - self._y_zp) * self._y_scale
+        self._fc: list[list[float]] | None = None
+        n_out = y.width
+        if not self.classify and cfg.mean.shape == cfg.std.shape == (n_out,) == (C,):
+            fc = self._deq[:, None] * cfg.std + cfg.mean  # (256, n_out)
+            self._fc = [fc[:, j].tolist() for j in range(n_out)]
+        self._scale_list = [float(v) for v in cfg.scale_c]
         n_lanes = math.ceil(cfg.window / cfg.hop) if mode == "window-exact" else 1
         self._pool = [_Lane(self.interp, 0) for _ in range(n_lanes)]
-        self._ring = np.empty(cfg.kernel * cfg.channels, np.int8)
         self._recent: deque[np.ndarray] = deque(maxlen=self.smooth)
+        self._step_fn = self.interp.step
+        self._exact = mode == "window-exact"
+        self._geom = (k, C, cfg.stride, cfg.hop, cfg.last_step)
+        self._threshold = cfg.anomaly_threshold
+        self._warmup = cfg.warmup
+        self._xq: list[np.ndarray] | None = None
+        self._univariate = False
+        self._fast = getattr(self.interp, "fast_path", None)
+        if self._fc is not None and C <= 2:
+            self._advance = self._advance_forecast  # type: ignore[method-assign]
+            if k == 1 and C == 1:
+                # Read-only: the interpreter only copies from them.
+                self._xq = [np.full((1, 1), v, np.uint8).view(np.int8) for v in range(256)]
+                for a in self._xq:
+                    a.flags.writeable = False
+                if cfg.stride == 1:
+                    self.push = self._push_univariate  # type: ignore[method-assign]
+                    self._univariate = True
+                    self._tab0, self._fc0 = self._tabs[0], self._fc[0]
+                    self._scale0 = self._scale_list[0]
         self.samples = 0  # samples pushed since creation
         self.steps = 0  # steps run since creation
         self.results = 0
@@ -276,16 +345,19 @@ class Streamer:
 
     def reset(self) -> None:
         """Forget every state, window and buffered sample; the window grid restarts here."""
-        self._ring.fill(self.cfg.fill)
+        keep = len(self._fill_bytes)
+        self._rb[:keep] = self._fill_bytes
+        self._w = self.cfg.kernel - 1  # next ring row to write
         self._active: list[_Lane] = []
         self._free = list(self._pool)
         self._n = 0  # samples since reset
-        self._prev_forecast: np.ndarray | None = None
+        self._prev_forecast: list[float] | np.ndarray | None = None
         self._recent.clear()
         if self.mode == "continuous":
             lane = self._free.pop()
             self._restart(lane, self.samples)
             self._active.append(lane)
+            self._lane = lane
 
     def _restart(self, lane: _Lane, start: int) -> None:
         lane.states = list(self._zero)
@@ -296,10 +368,16 @@ class Streamer:
     def labels(self) -> list[str]:
         return self.cfg.labels
 
+    def close(self) -> None:
+        """Stop the step interpreter's worker process, if it has one."""
+        close = getattr(self.interp, "close", None)
+        if close is not None:
+            close()
+
     # ------------------------------------------------------------------ input
 
     def quantize(self, counts: np.ndarray) -> np.ndarray:
-        """int16 counts ``(C,)`` -> the int8 model input ``(C,)`` (device input contract)."""
+        """int16 counts ``(..., C)`` -> the int8 model input (device input contract)."""
         if self._table is not None:
             idx = np.asarray(counts, np.int32) + 32768
             return self._table[idx, self._cols]
@@ -316,69 +394,274 @@ class Streamer:
                 raise ValueError(f"push: counts must be integers, found {c.dtype}")
             if c.min() < -32768 or c.max() > 32767:
                 raise ValueError("push: counts outside the int16 range")
-        return c
+        return c.astype(np.int16, copy=False)
+
+    def _check_many(self, counts: np.ndarray) -> np.ndarray:
+        c = np.asarray(counts)
+        C = self.cfg.channels
+        if c.ndim != 2 or c.shape[1] != C:
+            raise ValueError(f"push_many: expected (n, {C}) channel counts, found shape {c.shape}")
+        if c.dtype != np.int16:
+            if not np.issubdtype(c.dtype, np.integer):
+                raise ValueError(f"push_many: counts must be integers, found {c.dtype}")
+            if c.size and (c.min() < -32768 or c.max() > 32767):
+                raise ValueError("push_many: counts outside the int16 range")
+        return c.astype(np.int16, copy=False)
 
     # ------------------------------------------------------------------ stepping
 
     def push(self, counts: np.ndarray) -> list[Result]:
         """Feed one sample (int16 counts, one per channel); returns the Results it completes."""
-        t0 = time.perf_counter()
-        q = self.quantize(self._check(counts))
-        cfg = self.cfg
-        ring = self._ring
-        C = cfg.channels
-        if cfg.kernel > 1:
-            ring[:-C] = ring[C:]
-        ring[-C:] = q
-        n = self._n
-        index = self.samples
-        out: list[Result] = []
-        if self.mode == "window-exact":
-            if n % cfg.hop == 0:
-                lane = self._free.pop()
-                self._restart(lane, index)
-                self._active.append(lane)
-            done = None
-            for lane in self._active:
-                t = index - lane.start
-                if t % cfg.stride == 0:
-                    self._step(lane, t)
-                    if t == cfg.last_step:
-                        done = lane
-            if done is not None:
-                self._active.remove(done)
-                self._free.append(done)
-                assert done.y is not None
-                out.append(self._classify(done.y, index, t0, done.start))
+        t0 = perf_counter()
+        if type(counts) is np.ndarray and counts.dtype is _INT16 and counts.shape == self._shape:
+            c = counts
         else:
-            lane = self._active[0]
-            if n % cfg.stride == 0:
-                self._step(lane, n)
-                if not self.classify:
-                    assert lane.y is not None
-                    out.append(self._forecast(lane.y, counts, n, index, t0))
-            elif not self.classify:
-                self._prev_forecast = None
-            if self.classify and n >= cfg.last_step and (n - cfg.last_step) % cfg.hop == 0:
-                assert lane.y is not None
-                out.append(self._classify(lane.y, index, t0, None))
-        self._n = n + 1
-        self.samples = index + 1
-        self.results += len(out)
+            c = self._check(counts)
+        vals = c.tolist()
+        tabs = self._tabs
+        if not tabs:
+            q: bytes | int = quantize_counts(c, self.iq).tobytes()
+        elif len(tabs) == 1:
+            q = tabs[0][vals[0]]
+        else:
+            q = bytes(map(getitem, tabs, vals))
+        return self._advance(vals, q, t0)
+
+    def push_many(self, counts: np.ndarray) -> list[Result]:
+        """Feed samples ``(n, C)`` in order; returns every Result.
+
+        The chunk is checked and quantized at once; each Result's ``latency_us``
+        counts from the start of its sample's turn (steps and Result).
+        """
+        c = self._check_many(counts)
+        if not len(c):
+            return []
+        out: list[Result] = []
+        if self._univariate:  # the whole step input is tabulated: nothing to share
+            one = self._univariate_sample
+            for v in c.reshape(-1).tolist():
+                out += one(v, perf_counter())
+            return out
+        q = self.quantize(c).tobytes()
+        vals = c.tolist()
+        C = self.cfg.channels
+        advance = self._advance
+        if C == 1:
+            for i, v in enumerate(vals):
+                r = advance(v, q[i], perf_counter())
+                if r:
+                    out.extend(r)
+        else:
+            for i, v in enumerate(vals):
+                r = advance(v, q[i * C : i * C + C], perf_counter())
+                if r:
+                    out.extend(r)
         return out
 
-    def _step(self, lane: _Lane, t: int) -> None:
-        x = lane.x
-        x[0] = self._ring
-        k = self.cfg.kernel
-        if t < k - 1:
-            x[0, : (k - 1 - t) * self.cfg.channels] = self.cfg.fill
-        lane.states, y = self.interp.run(x, lane.states)
-        lane.y = y
+    def _advance(self, vals: list[int], q: bytes | int, t0: float) -> list[Result]:
+        """One sample: ``vals`` its counts, ``q`` its int8 input (bytes, or one int when C = 1)."""
+        k, C, stride, hop, last = self._geom
+        w = self._w
+        rb = self._rb
+        if w == self._rows:
+            keep = len(self._fill_bytes)
+            if keep:
+                rb[:keep] = rb[len(rb) - keep :]
+            w = k - 1
+        if C == 1:
+            rb[w] = q  # type: ignore[call-overload]
+        else:
+            rb[w * C : w * C + C] = q  # type: ignore[index]
+        self._w = w + 1
+        x = self._win[w - k + 1]
+        n = self._n
+        index = self.samples
+        self._n = n + 1
+        self.samples = index + 1
+        step = self._step_fn
+        if self._exact:
+            active = self._active
+            if n % hop == 0:
+                lane = self._free.pop()
+                self._restart(lane, index)
+                active.append(lane)
+            done = None
+            fast = self._fast
+            for lane in active:
+                t = index - lane.start
+                if t % stride == 0:
+                    xt = x if t >= k - 1 else self._pad(lane, x, t)
+                    if fast is None:
+                        lane.y = step(xt, lane.states)
+                    else:  # StepInterpreter.step of an in-process, one-state model, inline
+                        set_tensor, get_tensor, invoke, x_idx, h_in, h_out, y_idx = fast
+                        states = lane.states
+                        set_tensor(x_idx, xt)
+                        set_tensor(h_in, states[0])
+                        invoke()
+                        states[0] = get_tensor(h_out)
+                        lane.y = get_tensor(y_idx)
+                    self.steps += 1
+                    if t == last:
+                        done = lane
+            if done is None:
+                return []
+            active.remove(done)
+            self._free.append(done)
+            self.results += 1
+            return [self._classify(done.y, index, t0, done.start)]  # type: ignore[arg-type]
+        lane = self._active[0]
+        if n % stride == 0:
+            lane.y = y = step(x if n >= k - 1 else self._pad(lane, x, n), lane.states)
+            self.steps += 1
+            if not self.classify:
+                self.results += 1
+                return [self._forecast(y, vals, n, index, t0)]
+        elif not self.classify:
+            self._prev_forecast = None
+        if self.classify and n >= last and (n - last) % hop == 0:
+            self.results += 1
+            return [self._classify(lane.y, index, t0, None)]  # type: ignore[arg-type]
+        return []
+
+    def _advance_forecast(self, vals: list[int], q: bytes | int, t0: float) -> list[Result]:
+        """:meth:`_advance` for a forecaster of one or two channels, its forecasts tabulated."""
+        xq = self._xq
+        if xq is not None:
+            # k = 1, one channel: no history, the step input is one of 256 arrays.
+            x = xq[q]  # type: ignore[index]
+        else:
+            k, C = self._geom[:2]
+            w = self._w
+            rb = self._rb
+            if w == self._rows:
+                keep = len(self._fill_bytes)
+                if keep:
+                    rb[:keep] = rb[len(rb) - keep :]
+                w = k - 1
+            if C == 1:
+                rb[w] = q  # type: ignore[call-overload]
+            else:
+                rb[w * C : w * C + C] = q  # type: ignore[index]
+            self._w = w + 1
+            # One lane, reset with the ring buffer: the rows before the first sample are fill.
+            x = self._win[w - k + 1]
+        n = self._n
+        index = self.samples
+        self._n = n + 1
+        self.samples = index + 1
+        if n % self.cfg.stride:
+            self._prev_forecast = None
+            return []
+        lane = self._lane
+        fast = self._fast
+        if fast is None:
+            lane.y = y = self._step_fn(x, lane.states)
+        else:  # StepInterpreter.step of an in-process, one-state model, inline
+            set_tensor, get_tensor, invoke, x_idx, h_in, h_out, y_idx = fast
+            states = lane.states
+            set_tensor(x_idx, x)
+            set_tensor(h_in, states[0])
+            invoke()
+            states[0] = get_tensor(h_out)
+            lane.y = y = get_tensor(y_idx)
         self.steps += 1
+        self.results += 1
+        # y is the interpreter's fresh copy of the head output: the Result keeps it.
+        y1 = y[0]
+        fct = self._fc
+        sc = self._scale_list
+        prev = self._prev_forecast
+        score: float | None = None
+        # Python floats: the same IEEE operations as the numpy form in _forecast, and
+        # with at most two terms the order of the sum cannot matter.
+        if len(fct) == 1:  # type: ignore[arg-type]
+            fc = [fct[0][y1.item()]]  # type: ignore[index]
+            if prev is not None:
+                score = abs(vals[0] * sc[0] - prev[0])
+        else:
+            a, b = y1.tolist()
+            fc = [fct[0][a], fct[1][b]]  # type: ignore[index]
+            if prev is not None:
+                score = abs(vals[0] * sc[0] - prev[0]) + abs(vals[1] * sc[1] - prev[1])
+        self._prev_forecast = fc
+        thr = self._threshold
+        return [
+            Result(
+                index,
+                "continuous",
+                y1,
+                (perf_counter() - t0) * 1e6,
+                None,
+                None,
+                None,
+                None,
+                None,
+                np.array(fc),
+                score,
+                score is not None and thr is not None and n >= self._warmup and score > thr,
+            )
+        ]
+
+    def _push_univariate(self, counts: np.ndarray) -> list[Result]:
+        """:meth:`push` of a one-channel forecaster with k = s = 1."""
+        t0 = perf_counter()
+        if type(counts) is not _NDARRAY or counts.dtype is not _INT16 or counts.shape != (1,):
+            counts = self._check(counts)
+        return self._univariate_sample(counts.item(), t0)
+
+    def _univariate_sample(self, v: int, t0: float) -> list[Result]:
+        """One count ``v`` of a one-channel forecaster with k = s = 1, all in one place."""
+        x = self._xq[self._tab0[v]]  # type: ignore[index]
+        n = self._n
+        index = self.samples
+        self._n = n + 1
+        self.samples = index + 1
+        states = self._lane.states
+        fast = self._fast
+        if fast is None:
+            y = self._step_fn(x, states)
+        else:
+            set_tensor, get_tensor, invoke, x_idx, h_in, h_out, y_idx = fast
+            set_tensor(x_idx, x)
+            set_tensor(h_in, states[0])
+            invoke()
+            states[0] = get_tensor(h_out)
+            y = get_tensor(y_idx)
+        self.steps += 1
+        self.results += 1
+        y1 = y[0]
+        fc = [self._fc0[y1.item()]]
+        prev = self._prev_forecast
+        score = None if prev is None else abs(v * self._scale0 - prev[0])
+        self._prev_forecast = fc
+        thr = self._threshold
+        return [
+            Result(
+                index,
+                "continuous",
+                y1,
+                (perf_counter() - t0) * 1e6,
+                None,
+                None,
+                None,
+                None,
+                None,
+                np.array(fc),
+                score,
+                score is not None and thr is not None and n >= self._warmup and score > thr,
+            )
+        ]
+
+    def _pad(self, lane: _Lane, x: np.ndarray, t: int) -> np.ndarray:
+        """The step input at local index ``t < k - 1``: the samples before the start are fill."""
+        xp = lane.xpad
+        xp[...] = x
+        xp[0, : (self.cfg.kernel - 1 - t) * self.cfg.channels] = self.cfg.fill
+        return xp
 
     def _dequant(self, y: np.ndarray) -> np.ndarray:
-        return (y.reshape(-1).astype(np.float64) - self._y_zp) * self._y_scale
+        return self._deq[y.reshape(-1).view(np.uint8)]
 
     def _classify(self, y: np.ndarray, index: int, t0: float, start: int | None) -> Result:
         raw = self._dequant(y)
@@ -391,8 +674,8 @@ class Streamer:
         return Result(
             sample=index,
             mode=self.mode,
-            y_int8=y.reshape(-1).copy(),
-            latency_us=(time.perf_counter() - t0) * 1e6,
+            y_int8=y.reshape(-1),
+            latency_us=(perf_counter() - t0) * 1e6,
             window_start=start,
             label=labels[i] if i < len(labels) else str(i),
             label_index=i,
@@ -400,33 +683,23 @@ class Streamer:
             raw_probabilities=raw,
         )
 
-    def _forecast(self, y: np.ndarray, counts: np.ndarray, n: int, index: int, t0: float) -> Result:
+    def _forecast(self, y: np.ndarray, vals: list[int], n: int, index: int, t0: float) -> Result:
+        # y is the interpreter's fresh copy of the head output: the Result keeps it.
         cfg = self.cfg
         forecast = self._dequant(y) * cfg.std + cfg.mean
-        x_phys = np.asarray(counts, np.float64) * cfg.scale_c
+        prev = self._prev_forecast
         score: float | None = None
-        if self._prev_forecast is not None:
-            score = float(np.abs(x_phys - self._prev_forecast).sum())
+        if prev is not None:
+            x_phys = np.asarray(vals, np.float64) * cfg.scale_c
+            score = float(np.abs(x_phys - prev).sum())
         self._prev_forecast = forecast
-        flag = (
-            score is not None
-            and cfg.anomaly_threshold is not None
-            and n >= cfg.warmup
-            and score > cfg.anomaly_threshold
-        )
+        thr = cfg.anomaly_threshold
         return Result(
-            sample=index,
-            mode=self.mode,
-            y_int8=y.reshape(-1).copy(),
-            latency_us=(time.perf_counter() - t0) * 1e6,
+            index,
+            self.mode,
+            y[0],
+            (perf_counter() - t0) * 1e6,
             forecast=forecast,
             score=score,
-            anomaly=bool(flag),
+            anomaly=score is not None and thr is not None and n >= cfg.warmup and score > thr,
         )
-
-    def push_many(self, counts: np.ndarray) -> list[Result]:
-        """Feed samples ``(n, C)`` in order; returns every Result."""
-        out: list[Result] = []
-        for row in np.asarray(counts):
-            out.extend(self.push(row))
-        return out

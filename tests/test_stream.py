@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import anomaly
+from edge_runtime import anomaly, stream
 from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.preprocess import windows
@@ -199,6 +199,8 @@ def test_forecaster_scores_and_flags(forecaster) -> None:
     yo = m["quantization"]["step"]["outputs"]["y"]
     pre = m["preprocess"]
     f = (ys.astype(np.float64) - yo["zero_point"]) * yo["scale"] * pre["std"] + pre["mean"]
+    # the forecast is a table over the int8 outputs: the same float64 operations, bit for bit
+    assert np.array_equal(np.stack([r.forecast for r in results]), f)
     scale = np.array([c["scale"] for c in m["dataset"]["channels"]])
     want = anomaly.forecast_scores(counts.astype(np.float64) * scale, f)
     got = np.array([0.0 if r.score is None else r.score for r in results])
@@ -225,3 +227,45 @@ def test_interpreter_finds_tensors_by_name_and_checks_the_manifest(bm) -> None:
     bad = {**step, "inputs": {**step["inputs"], "x": {**step["inputs"]["x"], "zero_point": 5}}}
     with pytest.raises(InterpreterError, match="zero point"):
         StepInterpreter(bm.read_bytes("step_int8.tflite"), bad)
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def _fields(r) -> tuple:
+    """Every field of a Result but its latency, as comparable values."""
+    arrays = (r.y_int8, r.probabilities, r.raw_probabilities, r.forecast)
+    return (r.sample, r.mode, r.window_start, r.label, r.label_index, r.score, r.anomaly,
+            *(None if a is None else (a.dtype.str, a.shape, a.tobytes()) for a in arrays))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"), [("bm", "window-exact"), ("bm", "continuous"), ("bm2", "window-exact"),
+                       ("forecaster", None)],
+)  # fmt: skip
+def test_push_push_many_and_any_integer_input_agree(request, name, mode) -> None:
+    b = request.getfixturevalue(name)
+    ref = b.load_npz("reference.npz")
+    counts = _stream(b) if "x_counts" in ref else ref["series_counts"][:1500]
+    one, many, wide = Streamer(b, mode), Streamer(b, mode), Streamer(b, mode)
+    a = [_fields(r) for row in counts for r in one.push(row)]
+    m = [_fields(r) for r in many.push_many(counts[:333]) + many.push_many(counts[333:])]
+    # int32 rows and plain lists take the checked path
+    w = [_fields(r) for i, row in enumerate(counts)
+         for r in wide.push(row.astype(np.int32) if i % 2 else row.tolist())]  # fmt: skip
+    assert len(a) > 0 and a == m == w
+    assert one.steps == many.steps == wide.steps and one.results == len(a)
+
+
+def test_ring_buffer_wraps_without_changing_results(bm, monkeypatch) -> None:
+    T = bm.manifest["preprocess"]["window"]
+    counts = _stream(bm)[: 6 * T]
+    want = [_fields(r) for r in Streamer(bm).push_many(counts)]
+    monkeypatch.setattr(stream, "RING_ROWS", 7)  # moves its tail every 7 samples
+    s = Streamer(bm)
+    assert s._rows == s.cfg.kernel - 1 + 7
+    assert [_fields(r) for row in counts for r in s.push(row)] == want
+    offline = OfflineChain(bm)
+    results = Streamer(bm, hop=T).push_many(counts)
+    for r in results:
+        assert np.array_equal(r.y_int8, offline.window(counts[r.window_start : r.window_start + T]))
