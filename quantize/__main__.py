@@ -44,12 +44,39 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--sweep",
         type=_floats,
-        help="also prune at these sparsities (both granularities) and plot metric vs sparsity",
+        help="also prune at these sparsities and plot metric vs sparsity "
+        "(the point at --sparsity is the pruned model itself, not trained twice)",
     )
-    pr.add_argument("--epochs", type=int, help="ramp + fine-tuning epochs, at most (default 30)")
+    pr.add_argument(
+        "--sweep-granularity",
+        choices=("weight", "block4"),
+        action="append",
+        help="granularities of the sweep, repeatable (default: --granularity's)",
+    )
+    pr.add_argument("--epochs", type=int, help="ramp + fine-tuning epochs, at most (default 60)")
     pr.add_argument("--batch-size", type=int, help="default: the train stage's batch size")
-    pr.add_argument("--learning-rate", type=float, help="fine-tuning learning rate")
+    pr.add_argument("--learning-rate", type=float, help="learning rate of the ramp (default 1e-3)")
     pr.add_argument("--frequency", type=int, help="optimizer steps between mask updates")
+    pr.add_argument(
+        "--finetune-learning-rate",
+        type=float,
+        help="learning rate once the masks are final (default 3e-4)",
+    )
+    pr.add_argument(
+        "--patience", type=int, help="fine-tuning epochs without val-loss gain (default 10)"
+    )
+    pr.add_argument(
+        "--distill",
+        type=float,
+        help="weight α of the KL term to the dense model's softened outputs "
+        "(default 0.9; 0 = labels only)",
+    )
+    pr.add_argument("--temperature", type=float, help="distillation temperature T (default 4)")
+    pr.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="prune and fine-tune without the train stage's augmentation",
+    )
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
 
@@ -97,10 +124,16 @@ def run(args: argparse.Namespace) -> int:
             sparsity=args.sparsity,
             granularity=args.granularity,
             sweep=args.sweep,
+            sweep_granularities=args.sweep_granularity,
             epochs=args.epochs,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             frequency=args.frequency,
+            finetune_learning_rate=args.finetune_learning_rate,
+            patience=args.patience,
+            distill=args.distill,
+            temperature=args.temperature,
+            augment=not args.no_augment,
             seed=args.seed,
             data_path=args.data,
         )

@@ -201,10 +201,16 @@ def prune(
     sparsity: float = 0.75,
     granularity: str = "weight",
     sweep: list[float] | None = None,
+    sweep_granularities: list[str] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
     frequency: int | None = None,
+    finetune_learning_rate: float | None = None,
+    patience: int | None = None,
+    distill: float | None = None,
+    temperature: float | None = None,
+    augment: bool = True,
     seed: int = 0,
     data_path: str | None = None,
 ) -> dict[str, Any]:
@@ -217,7 +223,12 @@ def prune(
 
     b = open_bundle(bundle_dir)
     b.path(FLOAT_FILE)
-    kw: dict[str, Any] = {"target": float(sparsity), "granularity": granularity, "seed": seed}
+    kw: dict[str, Any] = {
+        "target": float(sparsity),
+        "granularity": granularity,
+        "seed": seed,
+        "augment": augment,
+    }
     if batch_size is None:
         batch_size = b.manifest["stages"]["train"]["config"].get("train", {}).get("batch_size")
     for key, value in (
@@ -225,6 +236,10 @@ def prune(
         ("batch_size", batch_size),
         ("learning_rate", learning_rate),
         ("frequency", frequency),
+        ("finetune_learning_rate", finetune_learning_rate),
+        ("patience", patience),
+        ("distill", distill),
+        ("temperature", temperature),
     ):
         if value is not None:
             kw[key] = value
@@ -234,7 +249,13 @@ def prune(
         raise StageError(str(e)) from None
     if sweep and any(not 0.0 <= s < 1.0 for s in sweep):
         raise StageError(f"--sweep: every sparsity must lie in [0, 1), found {sweep}")
-    run(bundle_dir, settings, sweep_targets=sweep or None, data_path=data_path)
+    run(
+        bundle_dir,
+        settings,
+        sweep_targets=sweep or None,
+        sweep_granularities=tuple(sweep_granularities) if sweep_granularities else None,
+        data_path=data_path,
+    )
     return Bundle.open(bundle_dir).manifest.get("sparsity", {})
 
 
