@@ -19,36 +19,20 @@ else
 TASKS := $(TASK)
 endif
 
-.PHONY: help setup demo test test-fast lint format bench firmware fuzz pi-smoke clean
+.PHONY: help setup demo test test-fast lint format bench firmware fuzz pi-smoke readme clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own),"
-	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: also plot accuracy vs sparsity)"
+	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: har's accuracy-vs-sparsity sweep, the default; none skips it),"
+	@echo "             FORCE=1 (demo: ignore the stage cache), ONLY=stage (demo: run one stage, e.g. ONLY=int8)"
 
 setup: ## create .venv from pinned requirements and install Debian packages when missing
 	@scripts/ensure-debian.sh
 	@scripts/ensure-venv.sh
 
-demo: setup ## train, prune, quantize, check and export the default tasks; TASK=har|anomaly narrows it
-	@for t in $(TASKS); do \
-	  b=$(BUILD)/$$t; \
-	  echo "== $$t: train"; \
-	  $(PY) -m train --config configs/$$t.toml --out $$b $(if $(DATA),--data $(DATA)) || exit 1; \
-	  if [ "$$t" = har ]; then \
-	    echo "== $$t: prune"; \
-	    $(PY) -m quantize prune --bundle $$b --sparsity 0.75 --granularity block4 $(if $(SWEEP),--sweep $(SWEEP)) $(if $(DATA),--data $(DATA)) || exit 1; \
-	  fi; \
-	  echo "== $$t: int8"; \
-	  $(PY) -m quantize int8 --bundle $$b $(if $(DATA),--data $(DATA)) || exit 1; \
-	  echo "== $$t: host parity"; \
-	  $(PY) -m quantize check --bundle $$b || exit 1; \
-	  echo "== $$t: export"; \
-	  $(PY) -m firmware_export --bundle $$b || exit 1; \
-	  echo "== $$t: engine vs TFLM"; \
-	  $(PY) -m firmware_export check --bundle $$b || exit 1; \
-	done
-	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
+demo: setup ## every stage per task (train, prune, int8, checks, C export, firmware, QEMU, runtime), then the report; cached per stage
+	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
 
 test: setup ## run the test suite (what CI runs)
 	@$(PY) -m pytest -q
@@ -63,13 +47,11 @@ lint: setup ## ruff on all Python
 format: setup ## apply ruff formatting
 	@.venv/bin/ruff format .
 
-bench: setup ## figures: stage reports, host µs per step (LiteRT), instructions per step under QEMU
+bench: setup ## stage figures, then per task one run -> reports/bench.json + .md: instr/step and /MAC on QEMU Cortex-M3/M4/M7, host µs/step, bytes and RAM per route
 	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
 	@for t in $(TASKS); do \
-	  echo "== $$t: edge runtime on this host (LiteRT)"; \
-	  $(PY) -m edge_runtime bench --bundle $(BUILD)/$$t --json $(BUILD)/$$t/reports/bench.json || exit 1; \
-	  echo "== $$t: C engine on Cortex-M4 and M3 (QEMU -icount: instructions, not cycles)"; \
-	  for m in m4 m3; do $(PY) -m firmware_export qemu --bundle $(BUILD)/$$t --target $$m --windows 20 || exit 1; done; \
+	  echo "== $$t: bench (QEMU -icount: instructions, not cycles)"; \
+	  $(PY) -m pipeline.bench --bundle $(BUILD)/$$t || exit 1; \
 	done
 
 firmware: setup ## build the reference firmware (MPS2 AN385/AN386/AN500, -Os/-O2) for the bundles in build/
@@ -83,6 +65,9 @@ fuzz: setup ## libFuzzer on the device-protocol parser (FUZZ_SECONDS=60)
 
 pi-smoke: ## install edge_runtime in an emulated arm64 Debian (a Pi userland) and check a bundle there; BUNDLE=build/har
 	@scripts/pi-smoke.sh $(or $(BUNDLE),$(BUILD)/har)
+
+readme: setup ## regenerate README.md's results table from build/reports/report.json
+	@$(PY) -m report readme --from $(BUILD)/reports/report.json --readme README.md
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf --one-file-system $(BUILD) .pytest_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""``python -m pipeline demo [--task har|anomaly|all] [--build DIR] [--data FILE]
+[--sweep S|none] [--force] [--only STAGE] [--verbose]``
+
+Runs every stage of every task as a subprocess (train, prune for har, int8, parity,
+export, engine, firmware, mcu, runtime), then the report over the tasks and the
+summary. A stage whose key and outputs are unchanged is skipped (see cache.py);
+stamps and stage logs live in ``<build>/.stamps/<task>/``, never in a bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.cache import StageFailed, run_chain, stamped_link
+from pipeline.stages import (
+    DEFAULT_SWEEP,
+    PRUNED_TASKS,
+    ROOT,
+    STAGE_NAMES,
+    TASKS,
+    report_stage,
+    task_stages,
+)
+
+REPORT_TASK = "all"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONHASHSEED"] = "0"
+    for k, v in (
+        ("TF_CPP_MIN_LOG_LEVEL", "3"),
+        ("TF_ENABLE_ONEDNN_OPTS", "0"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PYTHONUNBUFFERED", "1"),
+    ):
+        env.setdefault(k, v)
+    return env
+
+
+def _sweep(text: str) -> str | None:
+    if text.strip().lower() in ("", "none"):
+        return None
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value < 1.0:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated sparsities in [0, 1) or 'none', found {text!r}"
+            )
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="every stage of the tasks, cached",
+        description="Train, prune (har), int8, parity, export, engine check, firmware, "
+        "QEMU and runtime checks per task, then the report; unchanged stages are skipped.",
+    )
+    demo.add_argument("--task", choices=[*TASKS, "all"], default="all")
+    demo.add_argument("--build", default="build", help="build folder (default: build)")
+    demo.add_argument("--data", help="bring-your-own data file (.npz windows or .csv stream)")
+    demo.add_argument(
+        "--sweep",
+        type=_sweep,
+        default=DEFAULT_SWEEP,
+        help=f"sparsities of har's accuracy-vs-sparsity sweep (default {DEFAULT_SWEEP}; "
+        "'none' skips it)",
+    )
+    demo.add_argument("--force", action="store_true", help="run every stage, ignoring the cache")
+    demo.add_argument(
+        "--only", choices=STAGE_NAMES, help="run this one stage (per task), ignoring the cache"
+    )
+    demo.add_argument(
+        "-v", "--verbose", action="store_true", help="show the stages' output as they run"
+    )
+    return parser
+
+
+def _combine(links: list[str]) -> str:
+    return hashlib.sha256("\0".join(links).encode()).hexdigest()
+
+
+def demo(ns: argparse.Namespace) -> int:
+    tasks = list(TASKS) if ns.task == "all" else [ns.task]
+    build = Path(ns.build).absolute()
+    data = Path(ns.data).absolute() if ns.data else None
+    if data is not None and not data.is_file():
+        print(f"pipeline: --data {ns.data}: no such file", file=sys.stderr)
+        return 2
+    if ns.only == "prune" and not PRUNED_TASKS & set(tasks):
+        print(
+            f"pipeline: --only prune: task {ns.task} has no prune stage "
+            f"(pruned: {', '.join(sorted(PRUNED_TASKS))})",
+            file=sys.stderr,
+        )
+        return 2
+    env = _env()
+    stamps = build / ".stamps"
+
+    tty = sys.stdout.isatty() and not ns.verbose
+
+    def out(line: str) -> None:
+        print("\r" + line if tty else line, flush=True)
+
+    def started(head: str) -> None:  # on a terminal the stage's line shows while it runs
+        print(head, end=" ", flush=True)
+
+    try:
+        links = []
+        for task in tasks:
+            stages = task_stages(task, build=build, data=data, sweep=ns.sweep)
+            names = [s.name for s in stages]
+            if ns.only is not None and ns.only not in names:
+                links.append(stamped_link(stamps / task, names[-1]))
+                continue
+            link, _ = run_chain(
+                stages,
+                task=task,
+                stamp_dir=stamps / task,
+                force=ns.force,
+                only=ns.only,
+                cwd=ROOT,
+                env=env,
+                verbose=ns.verbose,
+                out=out,
+                started=started if tty else None,
+            )
+            links.append(link)
+        if ns.only in (None, "report"):
+            run_chain(
+                [report_stage(tasks, build=build)],
+                task=REPORT_TASK,
+                stamp_dir=stamps / REPORT_TASK,
+                prev=_combine(links),
+                force=ns.force,
+                only=ns.only,
+                cwd=ROOT,
+                env=env,
+                verbose=ns.verbose,
+                out=out,
+                started=started if tty else None,
+            )
+        if ns.only is None:
+            argv = [sys.executable, "-m", "edge_runtime.summary", *(str(build / t) for t in tasks)]
+            rc = subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+            if rc != 0:
+                raise StageFailed(REPORT_TASK, "summary", rc)
+    except StageFailed as e:
+        print(str(e), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    return demo(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

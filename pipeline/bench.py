@@ -1,0 +1,384 @@
+"""One benchmark run of a bundle: ``python -m pipeline.bench --bundle B``.
+
+Writes ``B/reports/bench.json`` and ``B/reports/bench.md`` (and the edge runtime's
+own figures to ``B/reports/runtime_bench.json``), all measured in this run:
+
+- **Emulated Cortex-M** (``firmware_export.kernel_bench``; QEMU ``-icount
+  shift=0``, so instructions, not cycles): instructions per model step and
+  instructions per MAC of the matrix kernels (kernel instructions ÷ dense MACs)
+  on Cortex-M3 (portable C), Cortex-M4 built with and without the DSP (SMLAD)
+  path, and Cortex-M7, for the weights stored dense and block-sparse. Every kernel
+  output and every step output is compared with the host engine (tolerance 0).
+- **Host µs per step**, one bare loop each on the same step inputs: LiteRT built-in
+  kernels and LiteRT with XNNPACK (``edge_runtime.bench``, whose whole report is
+  also kept under ``runtime_bench``), the TFLM interpreter (``tflite_micro``) and the
+  C engine (``firmware_export.host``, one ctypes call per step); ratios of medians
+  to the C engine.
+- **Model bytes and RAM** of three routes: the unrolled-window model on TFLM
+  (``window_int8.tflite``, converted into a temporary copy of the bundle when the
+  bundle has none; its smallest host TFLM arena), the step model on TFLM
+  (``step_int8.tflite`` and the arena the quantize stage measured), and the
+  tinygru engine (model data + engine code flash, RAM = state + scratch + stream
+  struct + stack, as ``reports/engine.json`` ``cortex_m4`` computes them, measured
+  again here on the current engine); ratios TFLM-route ÷ engine.
+
+Times are host-dependent and labelled with the host; instruction counts are
+deterministic. Nothing here is a pass mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW_FILE = "window_int8.tflite"
+STEP_FILE = "step_int8.tflite"
+REPORT = "reports/bench.json"
+REPORT_MD = "reports/bench.md"
+RUNTIME_REPORT = "reports/runtime_bench.json"
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run; the message is the one-line reason."""
+
+
+# ----------------------------------------------------------------------------- host
+
+
+def _pct(ns: list[int]) -> dict[str, Any]:
+    a = np.asarray(ns, np.float64) / 1e3
+    p50, p95 = np.percentile(a, [50, 95])
+    return {"n": int(a.size), "mean": round(float(a.mean()), 3), "p50": round(float(p50), 3),
+            "p95": round(float(p95), 3)}  # fmt: skip
+
+
+def _loop(step: Any, n_inputs: int, budget: float) -> dict[str, Any]:
+    clock = time.perf_counter_ns
+    times: list[int] = []
+    end = clock() + int(budget * 1e9)
+    i = 0
+    while True:
+        t0 = clock()
+        step(i % n_inputs)
+        t1 = clock()
+        times.append(t1 - t0)
+        i += 1
+        if t1 > end:
+            break
+    return _pct(times)
+
+
+def _step_inputs(bundle_dir: Path) -> tuple[Any, np.ndarray]:
+    from edge_runtime.bundle import Bundle
+    from firmware_export.check import step_inputs
+    from firmware_export.export import prepare
+
+    b = Bundle.open(bundle_dir)
+    prep = prepare(b)
+    ref = b.load_npz("reference.npz")
+    series = ref["x_counts"][:8].reshape(-1, prep.model.channels) if "x_counts" in ref else (
+        ref["series_counts"][:1024])  # fmt: skip
+    return prep, step_inputs(prep, series)
+
+
+def host_tflm(prep: Any, xs: np.ndarray, budget: float) -> dict[str, Any]:
+    """Bare loop on the TFLM interpreter: set x and the states, invoke, read states and y."""
+    from firmware_export.check import Tflm
+
+    t = Tflm(prep)
+    it, g = t.it, t.g
+    x_pos = t.pos_in[g.x]
+    h_in = [t.pos_in[n] for n in g.h_in]
+    h_out = [t.pos_out[n] for n in g.h_out]
+    y_pos = t.pos_out[g.y]
+    xs2 = [np.ascontiguousarray(x.reshape(1, -1)) for x in xs]
+    states = [np.zeros((1, u), np.int8) for u in prep.model.units]
+
+    def step(i: int) -> None:
+        nonlocal states
+        it.set_input(xs2[i], x_pos)
+        for pos, h in zip(h_in, states, strict=True):
+            it.set_input(h, pos)
+        it.invoke()
+        states = [it.get_output(pos) for pos in h_out]
+        it.get_output(y_pos)
+
+    return _loop(step, len(xs2), budget)
+
+
+def host_engine(bundle_dir: Path, prep: Any, xs: np.ndarray, budget: float) -> dict[str, Any]:
+    """Bare loop on the C engine built for this host: one ctypes call of tg_model_step per
+    step on preallocated buffers (the state is updated in place)."""
+    import ctypes
+
+    from firmware_export import host
+    from firmware_export.export import export
+
+    with tempfile.TemporaryDirectory(prefix="tg_bench_fw_") as tmp:
+        res = export(bundle_dir, Path(tmp) / "fw")
+        eng = host.load(Path(res["out"]), res["prefix"], prep.model)
+    xs2 = [np.ascontiguousarray(x, np.int8) for x in xs]
+    ptrs = [ctypes.c_void_p(x.ctypes.data) for x in xs2]
+    h = np.zeros(sum(prep.model.units), np.int8)
+    y = np.zeros(prep.model.n_outputs, np.int8)
+    hp, yp = ctypes.c_void_p(h.ctypes.data), ctypes.c_void_p(y.ctypes.data)
+    fn = eng.lib.host_step
+
+    def step(i: int) -> None:
+        fn(ptrs[i], hp, yp)
+
+    return _loop(step, len(xs2), budget)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def window_model(bundle_dir: Path, work: Path) -> tuple[bytes, str]:
+    """The unrolled-window int8 model: the bundle's, or converted into a copy of it."""
+    from edge_runtime.bundle import Bundle
+
+    b = Bundle.open(bundle_dir)
+    if b.has(WINDOW_FILE):
+        return b.read_bytes(WINDOW_FILE), f"{WINDOW_FILE} of the bundle"
+    copy = work / "bundle"
+    shutil.copytree(bundle_dir, copy, symlinks=True)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "TF_ENABLE_ONEDNN_OPTS": "0"}  # fmt: skip
+    cmd = [sys.executable, "-m", "quantize", "int8", "--bundle", str(copy), "--window-model",
+           "--no-arena"]  # fmt: skip
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    path = copy / WINDOW_FILE
+    if r.returncode != 0 or not path.is_file():
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"{bundle_dir}: converting {WINDOW_FILE} failed: {last}")
+    return (
+        path.read_bytes(),
+        f"{WINDOW_FILE} converted by `python -m quantize int8 --window-model` on a temporary copy",
+    )
+
+
+def memory_routes(bundle_dir: Path, prep: Any, with_window: bool) -> dict[str, Any]:
+    """Flash-model bytes and RAM of the unrolled TFLM, step TFLM and tinygru engine routes."""
+    from edge_runtime.bundle import Bundle
+    from firmware_export import sizes
+    from firmware_export.export import export
+    from quantize.stage import smallest_arena
+
+    b = Bundle.open(bundle_dir)
+    routes: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="tg_bench_mem_") as tmp:
+        if with_window:
+            data, source = window_model(bundle_dir, Path(tmp))
+            arena = smallest_arena(data, 1)
+            routes["tflm_unrolled_window"] = {
+                "model_bytes": len(data), "ram_bytes": arena["bytes"],
+                "ram": f"smallest host (x86-64) TFLM arena, {arena['method']}",
+                "source": source,
+                "note": "one call per window of T samples; TFLM's own code not counted",
+            }  # fmt: skip
+        step = b.read_bytes(STEP_FILE)
+        q = (b.manifest.get("quantization") or {}).get("tflm_arena") or {}
+        if isinstance(q.get("bytes"), int):
+            arena, how = q["bytes"], f"{q.get('label', 'host TFLM arena')}, from the manifest"
+        else:  # the quantize stage ran without its arena search: measure it here
+            found = smallest_arena(step, 1 + len(prep.model.units))
+            arena, how = found["bytes"], f"smallest host (x86-64) TFLM arena, {found['method']}"
+        routes["tflm_step"] = {
+            "model_bytes": len(step), "ram_bytes": arena, "ram": how, "source": STEP_FILE,
+            "note": "one call per step; the state is carried by the caller; TFLM's own code not counted",
+        }  # fmt: skip
+        res = export(bundle_dir, Path(tmp) / "fw")
+        fs = sizes.firmware_sizes(res["out"], res["prefix"])
+    routes["tinygru_engine"] = {
+        "model_bytes": fs["flash"]["total"], "ram_bytes": fs["ram"]["total"],
+        "flash_parts": {"model_data": fs["flash"]["model_data"],
+                        "engine_code": fs["flash"]["engine_code"]},
+        "ram_parts": {k: fs["ram"][k] for k in ("state", "scratch", "stream_struct", "stack")},
+        "source": f"firmware_export.sizes ({fs['cflags']}) on the bundle's export, "
+                  "as reports/engine.json cortex_m4",
+        "note": "flash = model data + engine code (object sizes before --gc-sections)",
+    }  # fmt: skip
+    eng = routes["tinygru_engine"]
+    ratios = {}
+    for name in ("tflm_unrolled_window", "tflm_step"):
+        if name in routes:
+            ratios[name] = {
+                "model_bytes": round(routes[name]["model_bytes"] / eng["model_bytes"], 2),
+                "ram_bytes": round(routes[name]["ram_bytes"] / eng["ram_bytes"], 2),
+            }
+    return {"routes": routes, "ratio_to_engine": ratios}
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+def bench(
+    bundle_dir: str | Path,
+    *,
+    seconds: float = 2.0,
+    with_window: bool = True,
+    cores: tuple[str, ...] | None = None,
+    reps: int = 3,
+    steps: int = 64,
+) -> dict[str, Any]:
+    """Every figure of the module docstring; writes the reports into the bundle."""
+    from edge_runtime import bench as edge_bench
+    from edge_runtime.bundle import Bundle
+    from firmware_export import kernel_bench, qemu
+
+    bundle_dir = Path(bundle_dir)
+    t_start = time.perf_counter()
+    b = Bundle.open(bundle_dir)
+    why = qemu.missing_tools()
+    if why:
+        raise BenchError(f"emulator benchmark impossible: {why}")
+    kb = kernel_bench.bench(bundle_dir, cores or kernel_bench.DEFAULT_CORES, steps=steps,
+                            reps=reps)  # fmt: skip
+    bad = [(r["core"], r["sparse_mode"]) for r in kb["runs"]
+           if r["kernel_output_mismatches"] or r["step_output_mismatches"]]  # fmt: skip
+    if bad:
+        raise BenchError(f"emulated engine differs from the host engine on {bad}")
+
+    prep, xs = _step_inputs(bundle_dir)
+    runtime = edge_bench.bench(b, seconds=seconds)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        host: dict[str, Any] = {}
+        for name, e in runtime["backends"].items():
+            host[name] = e["bare_step_us"]
+        host["tflm"] = host_tflm(prep, xs, seconds / 3)
+        host["tinygru engine (ctypes)"] = host_engine(bundle_dir, prep, xs, seconds / 3)
+    finally:
+        if gc_was:
+            gc.enable()
+    # medians: a shared host's preemptions land in the means, not in the medians
+    base = host["tinygru engine (ctypes)"]["p50"]
+    host_ratio = {k: round(v["p50"] / base, 2) for k, v in host.items()}
+
+    memory = memory_routes(bundle_dir, prep, with_window)
+    report = {
+        "bundle": str(bundle_dir),
+        "task": b.task,
+        "host": {
+            "label": edge_bench.host_label(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },  # fmt: skip
+        "emulated": kb,
+        "host_step_us": host,
+        "host_ratio_to_engine": host_ratio,
+        "host_note": "bare loops on the same step inputs, ratios of medians; LiteRT figures from "
+        "edge_runtime.bench (reports/runtime_bench.json), TFLM = tflite_micro Python "
+        "interpreter, engine = one ctypes call of tg_model_step per step",
+        "memory": memory,
+        "runtime_bench": runtime,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    _write(bundle_dir / RUNTIME_REPORT, json.dumps(runtime, indent=2) + "\n")
+    _write(bundle_dir / REPORT, json.dumps(report, indent=2) + "\n")
+    _write(bundle_dir / REPORT_MD, render_md(report))
+    return report
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def render_md(r: dict[str, Any]) -> str:
+    """bench.json as Markdown tables."""
+    kb = r["emulated"]
+    lines = [
+        f"# Benchmark: {r['bundle']} ({r['task']})",
+        "",
+        "## Emulated Cortex-M (QEMU -icount: instructions, not cycles)",
+        "",
+        f"{kb['dense_macs_per_step']} dense MACs per step; {kb['steps']} real steps x "
+        f"{kb['reps']} repetitions; every output equal to the host engine's.",
+        "",
+        "| weights | core | DSP | kernel instr/step | instr/MAC | step instr | kernels share |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for run in kb["runs"]:
+        lines.append(
+            f"| {'dense' if run['sparse_mode'] == 'never' else 'block-sparse 1x4'} | "
+            f"{run['cpu']} ({run['machine']}) | {'yes' if run['dsp'] else 'no'} | "
+            f"{run['kernel_instructions_per_step']:,.0f} | {run['instructions_per_mac']:.2f} | "
+            f"{run['step_instructions']:,.0f} | {run['kernel_share_of_step']:.0%} |"
+        )
+    dense = {x["core"]: x for x in kb["runs"] if x["sparse_mode"] == "never"}
+    sparse = {x["core"]: x for x in kb["runs"] if x["sparse_mode"] == "always"}
+    common = [c for c in dense if c in sparse]
+    if common:
+        lines += [
+            "",
+            "| core | sparse ÷ dense (kernels) | sparse ÷ dense (step) |",
+            "|---|---:|---:|",
+        ]
+        for c in common:
+            k = sparse[c]["kernel_instructions_per_step"] / dense[c]["kernel_instructions_per_step"]
+            s = sparse[c]["step_instructions"] / dense[c]["step_instructions"]
+            lines.append(f"| {dense[c]['cpu']}{'' if dense[c]['dsp'] else ' (portable)'} | "
+                         f"{k:.2f} | {s:.2f} |")  # fmt: skip
+    lines += ["", f"## Host µs per step ({r['host']['label']}, Python {r['host']['python']})", "",
+              "| runtime | p50 µs | p95 µs | mean µs | steps | p50 ÷ engine |",
+              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, v in r["host_step_us"].items():
+        lines.append(f"| {name} | {v['p50']} | {v['p95']} | {v['mean']} | {v['n']} | "
+                     f"{r['host_ratio_to_engine'][name]} |")  # fmt: skip
+    mem = r["memory"]
+    lines += ["", "## Model bytes and RAM per route", "",
+              "| route | model bytes | RAM bytes | model ÷ engine | RAM ÷ engine |",
+              "|---|---:|---:|---:|---:|"]  # fmt: skip
+    labels = {"tflm_unrolled_window": "TFLM, unrolled window model",
+              "tflm_step": "TFLM, step model", "tinygru_engine": "tinygru engine"}  # fmt: skip
+    for name, v in mem["routes"].items():
+        ratio = mem["ratio_to_engine"].get(name, {"model_bytes": 1.0, "ram_bytes": 1.0})
+        lines.append(f"| {labels[name]} | {v['model_bytes']:,} | {v['ram_bytes']:,} | "
+                     f"{ratio['model_bytes']} | {ratio['ram_bytes']} |")  # fmt: skip
+    lines += ["", "Engine: flash = model data + engine code, RAM = state + scratch + stream "
+              "struct + stack (Cortex-M4, -Os). TFLM: model = the .tflite bytes, RAM = the "
+              "smallest host TFLM arena; TFLM's own code is not counted.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--bundle", required=True, help="bundle folder (exported step model)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="host timing budget")
+    parser.add_argument("--no-window", action="store_true",
+                        help="skip the unrolled-window TFLM route (its conversion takes minutes)")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=3, help="emulator repetitions")
+    parser.add_argument("--steps", type=int, default=64, help="real steps per emulator run")
+    ns = parser.parse_args(argv)
+    try:
+        rep = bench(ns.bundle, seconds=ns.seconds, with_window=not ns.no_window, reps=ns.reps,
+                    steps=ns.steps)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the CLI contract: one line, non-zero exit
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"pipeline.bench: {type(e).__name__}: {reason}", file=sys.stderr)
+        return 1
+    print(render_md(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

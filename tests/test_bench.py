@@ -1,0 +1,110 @@
+"""The kernel benchmark under QEMU and ``python -m pipeline.bench`` on the small
+BasicMotions bundle.
+
+What is compared: the emulated kernels' and steps' outputs with the host engine
+(tolerance 0, and a doctored expectation must be caught); instruction counts only
+against each other where the work makes the order certain (the SMLAD path does
+two multiply-accumulates per instruction where the portable C does one), never
+against wall-clock time; the reports' structure and the
+ratios they state against the figures beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import Bundle
+from firmware_export import kernel_bench, qemu
+from firmware_export.export import export, prepare
+
+MISSING = qemu.missing_tools()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(MISSING is not None, reason=f"emulator run impossible: {MISSING}"),
+]
+STEPS, REPS = 8, 2
+
+
+@pytest.fixture(scope="module")
+def kb(engine_bm: Path) -> dict:
+    return kernel_bench.bench(engine_bm, ("m3", "m4", "m4-portable"), ("never", "always"),
+                              steps=STEPS, reps=REPS)  # fmt: skip
+
+
+def test_kernel_outputs_equal_the_host_engine(kb: dict) -> None:
+    assert len(kb["runs"]) == 6
+    for r in kb["runs"]:
+        assert r["kernel_output_mismatches"] == 0, (r["core"], r["sparse_mode"])
+        assert r["step_output_mismatches"] == 0, (r["core"], r["sparse_mode"])
+        assert r["instructions_per_tick"] == qemu.INSTRUCTIONS_PER_TICK
+        macs = sum(v["macs"] for v in r["layers"].values())
+        assert macs == kb["dense_macs_per_step"]
+        # per MAC = kernel instructions per step / dense MACs (rounding of the report)
+        assert r["instructions_per_mac"] == pytest.approx(
+            r["kernel_instructions_per_step"] / macs, abs=1e-3
+        )
+        # the matrix kernels are part of a step, so they take less than the step
+        assert 0 < r["kernel_instructions_per_step"] < r["step_instructions"]
+
+
+def test_dsp_path_executes_fewer_instructions_than_portable_c(kb: dict) -> None:
+    runs = {(r["core"], r["sparse_mode"]): r for r in kb["runs"]}
+    for mode in ("never", "always"):
+        m3, m4, m4c = (runs[(c, mode)] for c in ("m3", "m4", "m4-portable"))
+        assert m4["dsp"] and not m4c["dsp"] and not m3["dsp"]
+        assert m4["kernel_instructions_per_step"] < m4c["kernel_instructions_per_step"]
+        assert m4["kernel_instructions_per_step"] < m3["kernel_instructions_per_step"]
+
+
+def test_a_wrong_kernel_output_is_caught(engine_bm: Path, tmp_path: Path) -> None:
+    res = export(engine_bm, tmp_path / "fw", sparse="never")
+    fw, prefix = Path(res["out"]), res["prefix"]
+    model = prepare(Bundle.open(engine_bm)).model
+    w = kernel_bench.workload(engine_bm, fw, prefix, 4)
+    w.layer_out[0] = w.layer_out[0].copy()
+    w.layer_out[0][1, 0] ^= np.int8(1)  # one expected output off by one bit
+    w.y = w.y.copy()
+    w.y[-1, 0] ^= np.int8(1)
+    r = kernel_bench.run_elf(kernel_bench.build(fw, prefix, "m4"), "m4", model, w, 1)
+    assert r["kernel_output_mismatches"] == 1
+    assert r["step_output_mismatches"] == 1
+
+
+def test_pipeline_bench_writes_json_and_markdown(engine_bm: Path, tmp_path: Path) -> None:
+    from pipeline import bench
+
+    b = tmp_path / "bm"
+    shutil.copytree(engine_bm, b)
+    rep = bench.bench(b, seconds=0.3, with_window=False, cores=("m4",), reps=1, steps=4)
+    on_disk = json.loads((b / bench.REPORT).read_text())
+    assert on_disk["emulated"]["runs"] == rep["emulated"]["runs"]
+    runtime = json.loads((b / bench.RUNTIME_REPORT).read_text())
+    assert on_disk["runtime_bench"]["backends"] == runtime["backends"]
+    assert set(runtime["backends"]) <= set(rep["host_step_us"])
+    assert {"tflm", "tinygru engine (ctypes)"} <= set(rep["host_step_us"])
+    for name, v in rep["host_step_us"].items():
+        base = rep["host_step_us"]["tinygru engine (ctypes)"]["p50"]
+        assert rep["host_ratio_to_engine"][name] == pytest.approx(v["p50"] / base, abs=0.006)
+    mem = rep["memory"]
+    eng = mem["routes"]["tinygru_engine"]
+    assert eng["model_bytes"] == sum(eng["flash_parts"].values())
+    assert eng["ram_bytes"] == sum(eng["ram_parts"].values())
+    step = mem["routes"]["tflm_step"]
+    assert step["model_bytes"] == (b / "step_int8.tflite").stat().st_size
+    assert mem["ratio_to_engine"]["tflm_step"]["model_bytes"] == pytest.approx(
+        step["model_bytes"] / eng["model_bytes"], abs=0.006
+    )
+    assert "tflm_unrolled_window" not in mem["routes"]
+    md = (b / bench.REPORT_MD).read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    # header + separator + 2 storages on one core; header + separator + 1; host table;
+    # memory table with two routes
+    assert len(rows) >= 4 + 3 + (2 + len(rep["host_step_us"])) + 4
+    for ln in rows:  # every row of a table has as many cells as its header
+        assert ln.endswith("|")
+    assert "| tinygru engine |" in md

@@ -1,0 +1,283 @@
+"""The stage cache of ``python -m pipeline`` on cheap stages, and the real stage list."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.__main__ import main as pipeline_main
+from pipeline.cache import Stage, StageFailed, file_digest, run_chain, tool_version
+from pipeline.stages import ROOT, report_stage, task_stages
+
+# One cheap stage: writes <name>.txt from its code file and the previous stage's output,
+# rewrites a shared manifest.json with fresh `created` times (as every bundle stage
+# does), and appends its name to runs.txt outside the bundle, so the tests count the
+# processes that really ran.
+STEP = r"""
+import json, pathlib, sys, time
+bundle, name, prev, code, runs = sys.argv[1:6]
+b = pathlib.Path(bundle)
+b.mkdir(exist_ok=True)
+if pathlib.Path(code).read_text().startswith("fail"):
+    print("progress 1\rprogress 2", file=sys.stderr)
+    print(f"step {name}: failing on purpose", file=sys.stderr)
+    sys.exit(3)
+before = (b / f"{prev}.txt").read_text() if prev != "-" else ""
+(b / f"{name}.txt").write_text(before + name + ":" + pathlib.Path(code).read_text() + "\n")
+m = b / "manifest.json"
+d = json.loads(m.read_text()) if m.exists() else {"stages": {}}
+d["created"] = str(time.time_ns())
+d["stages"][name] = {"created": str(time.time_ns()), "code": pathlib.Path(code).read_text()}
+m.write_text(json.dumps(d, indent=1))
+with open(runs, "a") as f:
+    f.write(name + "\n")
+"""
+
+NAMES = ("a", "b", "c")
+
+
+class Chain:
+    """Three cheap stages a → b → c on tmp/bundle, each with its own code folder."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.bundle = tmp / "bundle"
+        self.stamps = tmp / "stamps" / "t"
+        self.runs = tmp / "runs.txt"
+        self.config = tmp / "config.toml"
+        self.config.write_text("x = 1\n")
+        for n in NAMES:
+            (tmp / "src" / n).mkdir(parents=True)
+            (tmp / "src" / n / "code.py").write_text(f"{n}1")
+        self.lines: list[str] = []
+        self.reasons: dict[str, str] = {}
+
+    def stages(self) -> list[Stage]:
+        out = []
+        for i, n in enumerate(NAMES):
+            prev = NAMES[i - 1] if i else "-"
+            code = self.tmp / "src" / n / "code.py"
+            argv = (
+                sys.executable,
+                "-c",
+                STEP,
+                str(self.bundle),
+                n,
+                prev,
+                str(code),
+                str(self.runs),
+            )
+            inputs = (self.config,) if n == "a" else ()
+            out.append(Stage(n, argv, self.bundle, (self.tmp / "src" / n,), inputs))
+        return out
+
+    def run(self, **kw: object) -> dict[str, str]:
+        """Runs the chain; returns stage -> "ran"/"cached" and checks runs.txt agrees."""
+        before = self.ran()
+        _, outcomes = run_chain(
+            self.stages(), task="t", stamp_dir=self.stamps, out=self.lines.append, **kw
+        )
+        self.reasons = {o.stage: o.reason for o in outcomes}
+        status = {o.stage: o.status for o in outcomes}
+        ran_now = self.ran()[len(before) :]
+        assert ran_now == [s for s, v in status.items() if v == "ran"]
+        return status
+
+    def ran(self) -> list[str]:
+        return self.runs.read_text().split() if self.runs.exists() else []
+
+
+ALL_RAN = {"a": "ran", "b": "ran", "c": "ran"}
+ALL_CACHED = {"a": "cached", "b": "cached", "c": "cached"}
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    return Chain(tmp_path)
+
+
+def test_second_run_skips_every_stage(chain: Chain) -> None:
+    assert chain.run() == ALL_RAN
+    assert chain.run() == ALL_CACHED
+    assert chain.lines[3:] == [f"[t] {n} ... skipped (cached)" for n in NAMES]
+    for n, line in zip(NAMES, chain.lines[:3], strict=True):
+        assert re.fullmatch(rf"\[t\] {n} \.\.\. done in \d+\.\d s", line), line
+    # every stage rewrote manifest.json with new times: the last writer owns it
+    stamps = {n: json.loads((chain.stamps / f"{n}.json").read_text()) for n in NAMES}
+    assert all("manifest.json" in s["outputs"] for s in stamps.values())
+    assert stamps["b"]["outputs"]["b.txt"] == file_digest(chain.bundle, "b.txt")
+    assert not any(p.name.startswith(".") for p in chain.bundle.iterdir())
+
+
+def test_code_change_reruns_that_stage_and_later(chain: Chain) -> None:
+    chain.run()
+    (chain.tmp / "src" / "b" / "code.py").write_text("b2")
+    assert chain.run() == {"a": "cached", "b": "ran", "c": "ran"}
+    assert chain.reasons == {"a": "cached", "b": "changed: code b", "c": "changed: upstream"}
+    assert (chain.bundle / "c.txt").read_text() == "a:a1\nb:b2\nc:c1\n"
+    assert chain.run() == ALL_CACHED
+    # a new file in a source folder counts too; files that are not code do not
+    (chain.tmp / "src" / "c" / "notes.txt").write_text("x")
+    assert chain.run() == ALL_CACHED
+    (chain.tmp / "src" / "c" / "helper.py").write_text("")
+    assert chain.run() == {"a": "cached", "b": "cached", "c": "ran"}
+
+
+def test_input_file_change_reruns_from_that_stage(chain: Chain) -> None:
+    chain.run()
+    chain.config.write_text("x = 2\n")
+    assert chain.run() == ALL_RAN
+
+
+def test_changed_or_missing_output_reruns_that_stage_and_later(chain: Chain) -> None:
+    chain.run()
+    (chain.bundle / "b.txt").write_text("edited")
+    # b's key is unchanged; its outputs (b.txt, and manifest.json, which now holds c's
+    # entry too) feed c's key, so c runs after it
+    assert chain.run() == {"a": "cached", "b": "ran", "c": "ran"}
+    assert chain.reasons["b"] == "b.txt changed"
+    assert (chain.bundle / "b.txt").read_text() == "a:a1\nb:b1\n"
+    assert chain.run() == ALL_CACHED
+    (chain.bundle / "a.txt").unlink()
+    assert chain.run() == ALL_RAN
+    assert chain.reasons["a"] == "a.txt is missing"
+    assert chain.run() == ALL_CACHED
+
+
+def test_shared_file_is_checked_against_its_last_writer(chain: Chain) -> None:
+    chain.run()
+    m = chain.bundle / "manifest.json"
+    data = json.loads(m.read_text())
+    data["created"] = "another time"
+    data["stages"]["a"]["created"] = "another time"
+    m.write_text(json.dumps(data))
+    assert chain.run() == ALL_CACHED  # times are not content
+    data["stages"]["a"]["code"] = "edited"
+    m.write_text(json.dumps(data))
+    assert chain.run() == {"a": "cached", "b": "cached", "c": "ran"}
+
+
+def test_manifest_digest_ignores_only_created_times(tmp_path: Path) -> None:
+    m = tmp_path / "manifest.json"
+    base = {"created": "t0", "name": "x", "stages": {"train": {"created": "t0", "config": {}}}}
+    m.write_text(json.dumps(base))
+    d0 = file_digest(tmp_path, "manifest.json")
+    m.write_text(
+        json.dumps({**base, "created": "t1", "stages": {"train": {"created": "t2", "config": {}}}})
+    )
+    assert file_digest(tmp_path, "manifest.json") == d0
+    m.write_text(json.dumps({**base, "name": "y"}))
+    assert file_digest(tmp_path, "manifest.json") != d0
+    (tmp_path / "other.json").write_text(json.dumps(base))
+    (tmp_path / "other2.json").write_text(json.dumps({**base, "created": "t1"}))
+    assert file_digest(tmp_path, "other.json") != file_digest(tmp_path, "other2.json")
+
+
+def test_failed_stage_leaves_no_stamp_and_names_itself(chain: Chain) -> None:
+    chain.run()
+    (chain.tmp / "src" / "b" / "code.py").write_text("fail")
+    with pytest.raises(StageFailed) as e:
+        chain.run()
+    assert (e.value.task, e.value.stage, e.value.returncode) == ("t", "b", 3)
+    assert str(e.value) == ("pipeline: stage 'b' of task 't' failed (exit 3); see the output above")
+    assert "[t] b ... failed (exit 3)" in chain.lines
+    assert "step b: failing on purpose" in chain.lines  # the stage's output is shown
+    assert "progress 2" in chain.lines and "progress 1" not in chain.lines  # as a terminal shows
+    assert not (chain.stamps / "b.json").exists()
+    assert chain.ran() == ["a", "b", "c"]  # nothing ran again: a was cached, c never started
+    (chain.tmp / "src" / "b" / "code.py").write_text("b1")
+    assert chain.run() == {"a": "cached", "b": "ran", "c": "ran"}
+    assert chain.run() == ALL_CACHED
+
+
+def test_stage_that_cannot_start_fails_with_its_name(chain: Chain) -> None:
+    missing = chain.tmp / "no-such-program"
+    stage = Stage("x", (str(missing),), chain.bundle)
+    with pytest.raises(StageFailed) as e:
+        run_chain([stage], task="t", stamp_dir=chain.stamps, out=chain.lines.append)
+    assert (e.value.stage, e.value.returncode) == ("x", 127)
+    assert any(str(missing) in line for line in chain.lines)
+    assert not (chain.stamps / "x.json").exists()
+
+
+def test_force_reruns_everything(chain: Chain) -> None:
+    chain.run()
+    assert chain.run(force=True) == ALL_RAN
+    assert chain.run() == ALL_CACHED
+
+
+def test_only_runs_one_stage_ignoring_the_cache(chain: Chain) -> None:
+    chain.run()
+    assert chain.run(only="b") == {"b": "ran"}
+    assert chain.ran() == ["a", "b", "c", "b"]
+    # b's stamp is current, so b is skipped; its new outputs feed c's key
+    assert chain.run() == {"a": "cached", "b": "cached", "c": "ran"}
+    assert chain.run() == ALL_CACHED
+    with pytest.raises(ValueError, match="no stage 'z'"):
+        chain.run(only="z")
+
+
+def test_tool_version_enters_the_key(chain: Chain) -> None:
+    tool = chain.tmp / "fake-cc"
+    tool.write_text("#!/bin/sh\necho 'fake-cc 1.0'\necho second line\n")
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    stages = chain.stages()
+    with_tool = [*stages[:2], dataclasses.replace(stages[2], tools=(str(tool),))]
+    tool_version.cache_clear()
+    assert tool_version(str(tool)) == "fake-cc 1.0"
+    run_chain(with_tool, task="t", stamp_dir=chain.stamps, out=chain.lines.append)
+    _, same = run_chain(with_tool, task="t", stamp_dir=chain.stamps, out=chain.lines.append)
+    assert [o.status for o in same] == ["cached"] * 3
+    tool.write_text("#!/bin/sh\necho 'fake-cc 2.0'\n")
+    tool_version.cache_clear()
+    _, changed = run_chain(with_tool, task="t", stamp_dir=chain.stamps, out=chain.lines.append)
+    assert [o.status for o in changed] == ["cached", "cached", "ran"]
+    tool_version.cache_clear()
+
+
+# --------------------------------------------------------------------------- real stages
+
+
+def test_real_stage_lists(tmp_path: Path) -> None:
+    py = sys.executable
+    har = task_stages("har", build=tmp_path)
+    assert [s.name for s in har] == [
+        "train", "prune", "int8", "parity", "export", "engine", "firmware", "mcu", "runtime",
+    ]  # fmt: skip
+    b = str(tmp_path / "har")
+    argv = {s.name: list(s.argv) for s in har}
+    assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--sparsity", "0.75",
+                             "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9"]  # fmt: skip
+    assert argv["mcu"] == [py, "-m", "firmware_export", "qemu", "--bundle", b,
+                           "--target", "m4", "--target", "m3", "--report"]  # fmt: skip
+    assert argv["firmware"][-1] == f"BUNDLE={tmp_path.resolve() / 'har'}"
+    assert all(s.watch == tmp_path / "har" for s in har)
+    assert ROOT / "requirements.txt" in har[0].inputs
+    assert ROOT / "configs" / "har.toml" in har[0].inputs
+    anomaly = task_stages("anomaly", build=tmp_path, data=tmp_path / "d.npz", sweep=None)
+    assert "prune" not in [s.name for s in anomaly]
+    assert anomaly[0].argv[-2:] == ("--data", str(tmp_path / "d.npz"))
+    assert tmp_path / "d.npz" in anomaly[0].inputs
+    assert "--sweep" not in task_stages("har", build=tmp_path, sweep=None)[1].argv
+    rep = report_stage(["har", "anomaly"], build=tmp_path)
+    assert list(rep.argv[1:]) == ["-m", "report", b, str(tmp_path / "anomaly"),
+                                  "--out", str(tmp_path / "reports")]  # fmt: skip
+    for s in [*har, *anomaly]:
+        assert all(p.is_dir() for p in s.sources), s.name
+
+
+def test_cli_refuses_bad_requests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert pipeline_main(["demo", "--task", "anomaly", "--only", "prune"]) == 2
+    assert "task anomaly has no prune stage" in capsys.readouterr().err
+    missing = tmp_path / "nope.npz"
+    assert pipeline_main(["demo", "--build", str(tmp_path), "--data", str(missing)]) == 2
+    assert f"--data {missing}: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pipeline_main(["demo", "--sweep", "0.5,1.5"])
+    assert "expected comma-separated sparsities" in capsys.readouterr().err
