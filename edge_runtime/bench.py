@@ -85,15 +85,28 @@ def _samples(b: Bundle) -> np.ndarray:
     return np.ascontiguousarray(counts[:MAX_SAMPLES], np.int16)
 
 
+def _worker_inputs(
+    interp: StepInterpreter, xs: list[np.ndarray]
+) -> tuple[Callable[[bytes], object], list[bytes]]:
+    """A worker's step call and its round trip of ``xs`` prepacked with the zero state."""
+    worker = interp.worker
+    assert worker is not None
+    zero = b"".join(h.tobytes() for h in interp.zero_states())
+    return worker.step, [x.tobytes() + zero for x in xs]
+
+
+def _tensor_indices(interp: StepInterpreter) -> tuple[int, list[int], list[int], int]:
+    """The interpreter's tensor indices: x, the states in, the states out, y."""
+    h_in = [interp.inputs[name].index for name in interp.state_in]
+    h_out = [interp.outputs[name].index for name in interp.state_out]
+    return interp.inputs["x"].index, h_in, h_out, interp.outputs["y"].index
+
+
 def _bare_round(interp: StepInterpreter, xs: list[np.ndarray]) -> Callable[[], int]:
     """One pass of the bare loop over ``xs`` from a zero state; returns the steps run."""
     it = interp.raw
-    if it is None:  # a worker: its round trip of prepacked inputs
-        worker = interp.worker
-        assert worker is not None
-        zero = b"".join(h.tobytes() for h in interp.zero_states())
-        packed = [x.tobytes() + zero for x in xs]
-        call = worker.step
+    if it is None:
+        call, packed = _worker_inputs(interp, xs)
 
         def remote() -> int:
             for p in packed:
@@ -101,10 +114,7 @@ def _bare_round(interp: StepInterpreter, xs: list[np.ndarray]) -> Callable[[], i
             return len(packed)
 
         return remote
-    x_idx = interp.inputs["x"].index
-    h_in = [interp.inputs[n].index for n in interp.state_in]
-    h_out = [interp.outputs[n].index for n in interp.state_out]
-    y_idx = interp.outputs["y"].index
+    x_idx, h_in, h_out, y_idx = _tensor_indices(interp)
     set_tensor, get_tensor, invoke = it.set_tensor, it.get_tensor, it.invoke
 
     def local() -> int:
@@ -129,12 +139,8 @@ def _bare_latency(interp: StepInterpreter, xs: list[np.ndarray], budget: float) 
     end = clock() + int(budget * 1e9)
     i = 0
     it = interp.raw
-    if it is None:  # a worker: its round trip of prepacked inputs
-        worker = interp.worker
-        assert worker is not None
-        zero = b"".join(h.tobytes() for h in interp.zero_states())
-        packed = [x.tobytes() + zero for x in xs]
-        call = worker.step
+    if it is None:
+        call, packed = _worker_inputs(interp, xs)
         while True:
             t0 = clock()
             call(packed[i % n])
@@ -143,10 +149,7 @@ def _bare_latency(interp: StepInterpreter, xs: list[np.ndarray], budget: float) 
             i += 1
             if t1 > end:
                 return _pct(times)
-    x_idx = interp.inputs["x"].index
-    h_in = [interp.inputs[name].index for name in interp.state_in]
-    h_out = [interp.outputs[name].index for name in interp.state_out]
-    y_idx = interp.outputs["y"].index
+    x_idx, h_in, h_out, y_idx = _tensor_indices(interp)
     states = interp.zero_states()
     set_tensor, get_tensor, invoke = it.set_tensor, it.get_tensor, it.invoke
     while True:
@@ -180,24 +183,22 @@ def _ratio(
     samples = 0
     end = time.perf_counter() + budget
     rounds = 0
+
+    def timed(fn: Callable[[Any], object], items: list[Any]) -> tuple[int, int]:
+        """CPU ns and steps of ``fn`` over ``items`` from a reset streamer."""
+        s.reset()
+        s0 = s.steps
+        t0 = cpu()
+        for item in items:
+            fn(item)
+        return cpu() - t0, s.steps - s0
+
     while rounds < 2 or time.perf_counter() < end:
         t0 = cpu()
         n_bare = bare()
         t_bare = cpu() - t0
-        s.reset()
-        s0 = s.steps
-        t0 = cpu()
-        for r in rows:
-            push(r)
-        t_push = cpu() - t0
-        n_push = s.steps - s0
-        s.reset()
-        s0 = s.steps
-        t0 = cpu()
-        for c in chunks:
-            push_many(c)
-        t_many = cpu() - t0
-        n_many = s.steps - s0
+        t_push, n_push = timed(push, rows)
+        t_many, n_many = timed(push_many, chunks)
         for key, t, n in (("bare", t_bare, n_bare), ("push", t_push, n_push),
                           ("push_many", t_many, n_many)):  # fmt: skip
             tot[key][0] += t

@@ -35,9 +35,7 @@ or block-sparse, so the two storages compare on the same work.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -99,7 +97,7 @@ def build(firmware_dir: str | Path, prefix: str, core: str) -> Path:
     target = qemu.TARGET_DIR
     sources = [board / "startup.c", target / "semihost.c", *sorted(KBENCH_DIR.glob("*.c")),
                *sorted((fw / "engine").glob("*.c")), fw / f"{prefix}_model.c"]  # fmt: skip
-    headers = [board / "board.h", target / "semihost.h", *sorted(KBENCH_DIR.glob("*.h")),
+    headers = [board / "board.h", target / "harness.h", target / "semihost.h", *sorted(KBENCH_DIR.glob("*.h")),
                *sorted((fw / "engine").glob("*.h")), fw / f"{prefix}_model.h"]  # fmt: skip
     flags = [*qemu.CFLAGS, f"-mcpu={c.cpu}", *c.flags,
              f"-DTGT_MODEL_H=\"{prefix}_model.h\"", f"-DTGT_MODEL={prefix}_model",
@@ -107,25 +105,7 @@ def build(firmware_dir: str | Path, prefix: str, core: str) -> Path:
              f"-I{fw}", f"-I{fw / 'engine'}", f"-I{KBENCH_DIR}", f"-I{target}", f"-I{board}",
              "-DBOARD_SEMIHOST_EXIT"]  # fmt: skip
     ld = [*qemu.LDFLAGS, f"-T{board / 'mps2.ld'}"]
-    h = hashlib.sha256()
-    h.update(subprocess.run([qemu.CC, "--version"], capture_output=True, text=True,
-                            check=True).stdout.encode())  # fmt: skip
-    h.update("\0".join([*flags, *ld]).encode())
-    for p in [*sources, *headers, board / "mps2.ld"]:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    out_dir = CACHE / h.hexdigest()
-    elf = out_dir / "kbench.elf"
-    if elf.is_file():
-        return elf
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"kbench.{id(flags)}.elf.tmp"
-    cmd = [qemu.CC, *flags, *map(str, sources), *ld, "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
-    tmp.replace(elf)
-    return elf
+    return qemu.link_cached(sources, [*headers, board / "mps2.ld"], flags, ld, CACHE, "kbench")
 
 
 @dataclass
@@ -197,19 +177,7 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
     head = np.array([MAGIC_IN, reps, steps, len(layers), SPIN], "<u4").tobytes()
     head += np.array([[f.rows, f.cols] for _, f in layers], "<u4").tobytes()
     body = w.x.tobytes() + b"".join(a.tobytes() for a in w.layer_in)
-    with tempfile.TemporaryDirectory(prefix="tg_kbench_") as tmp:
-        d = Path(tmp)
-        (d / "kb_in.bin").write_bytes(head + body)
-        cmd = [qemu.QEMU, "-M", c.machine, "-display", "none", "-monitor", "none",
-               "-serial", "none", "-nodefaults", "-semihosting-config", "enable=on,target=native",
-               "-icount", "shift=0,align=off,sleep=off", "-kernel", str(Path(elf).resolve())]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            why = EXIT_CODES.get(proc.returncode, "qemu error")
-            raise RuntimeError(
-                f"{c.machine}: exit code {proc.returncode} ({why}) {proc.stderr.strip()}"
-            )
-        data = (d / "kb_out.bin").read_bytes()
+    data = qemu.boot(elf, c.machine, "kb_in.bin", head + body, "kb_out.bin", timeout)
     u32 = lambda off: int(np.frombuffer(data, "<u4", 1, off)[0])  # noqa: E731
     if u32(0) != MAGIC_OUT or u32(4) != len(layers) or u32(8) != steps:
         raise RuntimeError(f"{c.machine}: bad output header {data[:12].hex()}")

@@ -108,6 +108,15 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
              f"-I{fw}", f"-I{fw / 'engine'}", f"-I{TARGET_DIR}", f"-I{BOARD_DIR}",
              "-DBOARD_SEMIHOST_EXIT"]  # fmt: skip
     ld = [*LDFLAGS, f"-T{BOARD_DIR / 'mps2.ld'}"]
+    return link_cached(sources, [*headers, BOARD_DIR / "mps2.ld"], flags, ld, CACHE, "fw")
+
+
+def link_cached(
+    sources: list[Path], deps: list[Path], flags: list[str], ld: list[str], cache: Path, name: str
+) -> Path:
+    """Compile ``sources`` with ``flags`` and link with ``ld`` into ``cache/<key>/<name>.elf``,
+    unless it is there: the key hashes the compiler version, the flags and the names and
+    contents of the sources and ``deps`` (headers, linker script)."""
     h = hashlib.sha256()
     h.update(
         subprocess.run(
@@ -115,14 +124,14 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
         ).stdout.encode()
     )
     h.update("\0".join([*flags, *ld]).encode())
-    for p in [*sources, *headers, BOARD_DIR / "mps2.ld"]:
+    for p in [*sources, *deps]:
         h.update(p.name.encode() + b"\0" + p.read_bytes())
-    out_dir = CACHE / h.hexdigest()
-    elf = out_dir / "fw.elf"
+    out_dir = cache / h.hexdigest()
+    elf = out_dir / f"{name}.elf"
     if elf.is_file():
         return elf
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"fw.{id(flags)}.elf.tmp"
+    tmp = out_dir / f"{name}.{id(flags)}.elf.tmp"
     cmd = [CC, *flags, *map(str, sources), *ld, "-o", str(tmp)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -130,6 +139,26 @@ def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") ->
         raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
     tmp.replace(elf)
     return elf
+
+
+def boot(
+    elf: str | Path, machine: str, in_name: str, data: bytes, out_name: str, timeout: float
+) -> bytes:
+    """Boot ``elf`` on ``machine`` (icount, semihosting) in a fresh folder holding ``data``
+    as ``in_name``; returns the bytes the firmware wrote to ``out_name``."""
+    with tempfile.TemporaryDirectory(prefix="tg_qemu_") as tmp:
+        d = Path(tmp)
+        (d / in_name).write_bytes(data)
+        cmd = [QEMU, "-M", machine, "-display", "none", "-monitor", "none", "-serial", "none",
+               "-nodefaults", "-semihosting-config", "enable=on,target=native",
+               "-icount", "shift=0,align=off,sleep=off", "-kernel", str(Path(elf).resolve())]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            why = EXIT_CODES.get(proc.returncode, "qemu error")
+            raise RuntimeError(
+                f"{machine}: exit code {proc.returncode} ({why}) {proc.stderr.strip()}"
+            )
+        return (d / out_name).read_bytes()
 
 
 def run_elf(
@@ -152,20 +181,8 @@ def run_elf(
         raise ValueError(f"windows must be (n, samples, channels), got shape {w.shape}")
     machine = TARGETS[target]["machine"]
     magic_in, magic_out = (MAGIC_SERIES_IN, MAGIC_SERIES_OUT) if series else (MAGIC_IN, MAGIC_OUT)
-    with tempfile.TemporaryDirectory(prefix="tg_qemu_") as tmp:
-        d = Path(tmp)
-        head = np.array([magic_in, *w.shape], "<u4").tobytes()
-        (d / "tg_in.bin").write_bytes(head + w.astype("<i2").tobytes())
-        cmd = [QEMU, "-M", machine, "-display", "none", "-monitor", "none", "-serial", "none",
-               "-nodefaults", "-semihosting-config", "enable=on,target=native",
-               "-icount", "shift=0,align=off,sleep=off", "-kernel", str(Path(elf).resolve())]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            why = EXIT_CODES.get(proc.returncode, "qemu error")
-            raise RuntimeError(
-                f"{machine}: exit code {proc.returncode} ({why}) {proc.stderr.strip()}"
-            )
-        data = (d / "tg_out.bin").read_bytes()
+    head = np.array([magic_in, *w.shape], "<u4").tobytes()
+    data = boot(elf, machine, "tg_in.bin", head + w.astype("<i2").tobytes(), "tg_out.bin", timeout)
     magic, n, n_out, h_bytes = np.frombuffer(data[:16], "<u4")
     if magic != magic_out or n != len(w):
         raise RuntimeError(f"{machine}: bad output header {data[:16].hex()}")

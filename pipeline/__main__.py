@@ -117,6 +117,15 @@ def demo(ns: argparse.Namespace) -> int:
         print(head, end=" ", flush=True)
 
     try:
+        chain_opts = {
+            "force": ns.force,
+            "only": ns.only,
+            "cwd": ROOT,
+            "env": env,
+            "verbose": ns.verbose,
+            "out": out,
+            "started": started if tty else None,
+        }
         links = []
         for task in tasks:
             stages = task_stages(task, build=build, data=data, sweep=ns.sweep)
@@ -128,13 +137,7 @@ def demo(ns: argparse.Namespace) -> int:
                 stages,
                 task=task,
                 stamp_dir=stamps / task,
-                force=ns.force,
-                only=ns.only,
-                cwd=ROOT,
-                env=env,
-                verbose=ns.verbose,
-                out=out,
-                started=started if tty else None,
+                **chain_opts,
             )
             links.append(link)
         if ns.only in (None, "report"):
@@ -143,13 +146,7 @@ def demo(ns: argparse.Namespace) -> int:
                 task=REPORT_TASK,
                 stamp_dir=stamps / REPORT_TASK,
                 prev=_combine(links),
-                force=ns.force,
-                only=ns.only,
-                cwd=ROOT,
-                env=env,
-                verbose=ns.verbose,
-                out=out,
-                started=started if tty else None,
+                **chain_opts,
             )
         if ns.only is None:
             argv = [sys.executable, "-m", "edge_runtime.summary", *(str(build / t) for t in tasks)]

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant, quantize_counts
@@ -141,3 +144,44 @@ def small_config(folder: Path, base: str, **train) -> Path:
     path = folder / base
     path.write_text(text)
     return path
+
+
+# Small real edge bundles (BasicMotions with one and two GRU layers, KDD-TSAD 135), trained
+# for a few epochs: the tests that use them check bit identity and plumbing, not accuracy.
+EDGE_BUNDLES = {
+    "bm": ("basic_motions.toml", {"epochs = 30": "epochs = 8"}),
+    "bm2": ("basic_motions.toml", {"epochs = 30": "epochs = 2", "gru_units = [8]": "gru_units = [8, 6]",
+                                   'name = "basic_motions"': 'name = "bm2"'}),
+    "anomaly": ("anomaly.toml", {"epochs = 60": "epochs = 1", "gru_units = [32]": "gru_units = [8]"}),
+}  # fmt: skip
+
+
+@functools.cache
+def make_bundle(name: str, root: str) -> Path:
+    """Train (tiny), convert and parity-check one of ``EDGE_BUNDLES`` under ``root``; once
+    per session."""
+    config, edits = EDGE_BUNDLES[name]
+    return build_bundle(name, root, config, edits, parity=True)
+
+
+def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's folder of edge bundles."""
+    root = tmp_path_factory.getbasetemp() / "edge_bundles"
+    root.mkdir(exist_ok=True)
+    return str(root)
+
+
+def edge_bundle_fixture(bundle: str, name: str) -> Callable[..., Bundle]:
+    """A module-scoped fixture called ``name`` that opens the edge bundle ``bundle``."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+        return Bundle.open(make_bundle(bundle, bundle_root(tmp_path_factory)))
+
+    return fixture
+
+
+def reference_stream(b: Bundle) -> np.ndarray:
+    """The bundle's concatenated reference windows as one stream ``(N*T, C)``."""
+    x = b.load_npz("reference.npz")["x_counts"]
+    return x.reshape(-1, x.shape[-1])

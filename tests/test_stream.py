@@ -7,62 +7,25 @@ accuracy.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from edge_runtime import anomaly, stream
-from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.preprocess import windows
 from edge_runtime.stream import Streamer
-from tests.support import OfflineChain, build_bundle
+from tests.support import (  # noqa: F401  (make_bundle, bundle_root: for other test modules)
+    OfflineChain,
+    bundle_root,
+    edge_bundle_fixture,
+    make_bundle,
+    reference_stream,
+)
 
-BUNDLES = {
-    "bm": ("basic_motions.toml", {"epochs = 30": "epochs = 8"}),
-    "bm2": ("basic_motions.toml", {"epochs = 30": "epochs = 2", "gru_units = [8]": "gru_units = [8, 6]",
-                                   'name = "basic_motions"': 'name = "bm2"'}),
-    "anomaly": ("anomaly.toml", {"epochs = 60": "epochs = 1", "gru_units = [32]": "gru_units = [8]"}),
-}  # fmt: skip
-
-
-@functools.cache
-def make_bundle(name: str, root: str) -> Path:
-    """Train (tiny), convert and parity-check one bundle under ``root``; once per session."""
-    config, edits = BUNDLES[name]
-    return build_bundle(name, root, config, edits, parity=True)
-
-
-def bundle_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.getbasetemp() / "edge_bundles"
-    root.mkdir(exist_ok=True)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def bm(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("bm", bundle_root(tmp_path_factory)))
-
-
-@pytest.fixture(scope="module")
-def bm2(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("bm2", bundle_root(tmp_path_factory)))
-
-
-@pytest.fixture(scope="module")
-def forecaster(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("anomaly", bundle_root(tmp_path_factory)))
-
-
-# --------------------------------------------------------------------------- offline chain
-
-
-def _stream(b: Bundle) -> np.ndarray:
-    """The concatenated reference windows as one stream ``(N*T, C)``."""
-    x = b.load_npz("reference.npz")["x_counts"]
-    return x.reshape(-1, x.shape[-1])
+bm = edge_bundle_fixture("bm", "bm")
+bm2 = edge_bundle_fixture("bm2", "bm2")
+forecaster = edge_bundle_fixture("anomaly", "forecaster")
+_stream = reference_stream
 
 
 # --------------------------------------------------------------------------- window-exact

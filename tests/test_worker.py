@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.stream import Streamer
 from edge_runtime.worker import ENV_PYTHON
-from tests.support import ROOT, OfflineChain
-from tests.test_stream import bundle_root, make_bundle
+from tests.support import ROOT, OfflineChain, edge_bundle_fixture, reference_stream
 
 CACHE = ROOT / "build" / "cache" / f"tflite-runtime-py{sys.version_info[0]}{sys.version_info[1]}"
 PROBE = "import numpy, tflite_runtime.interpreter; print(numpy.__version__)"
@@ -66,24 +64,10 @@ def tflite_python() -> str:
     return str(python)
 
 
-@pytest.fixture(scope="module")
-def bm(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("bm", bundle_root(tmp_path_factory)))
-
-
-@pytest.fixture(scope="module")
-def bm2(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("bm2", bundle_root(tmp_path_factory)))
-
-
-@pytest.fixture(scope="module")
-def forecaster(tmp_path_factory) -> Bundle:
-    return Bundle.open(make_bundle("anomaly", bundle_root(tmp_path_factory)))
-
-
-def _stream(b: Bundle) -> np.ndarray:
-    x = b.load_npz("reference.npz")["x_counts"]
-    return x.reshape(-1, x.shape[-1])
+bm = edge_bundle_fixture("bm", "bm")
+bm2 = edge_bundle_fixture("bm2", "bm2")
+forecaster = edge_bundle_fixture("anomaly", "forecaster")
+_stream = reference_stream
 
 
 # --------------------------------------------------------------------------- bit identity

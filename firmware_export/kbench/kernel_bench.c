@@ -20,6 +20,7 @@
 
 #include TGT_MODEL_H
 #include "kernel_bench.h"
+#include "harness.h"
 #include "semihost.h"
 
 #define KB_MAGIC_IN 0x424b4754u  /* "TGKB" */
@@ -29,11 +30,6 @@
 #define KB_MAX_OUT 98304
 
 enum { KB_EXIT_OPEN = 2, KB_EXIT_READ = 3, KB_EXIT_HEADER = 4, KB_EXIT_WRITE = 6 };
-
-#define SYST_CSR (*(volatile uint32_t *)0xe000e010u)
-#define SYST_RVR (*(volatile uint32_t *)0xe000e014u)
-#define SYST_CVR (*(volatile uint32_t *)0xe000e018u)
-#define SYST_MASK 0x00ffffffu
 
 static uint8_t in_buf[KB_MAX_IN];
 static uint8_t out_buf[KB_MAX_OUT];
@@ -49,20 +45,6 @@ static uint32_t now(void)
 static uint32_t since(uint32_t start)
 {
     return (start - now()) & SYST_MASK;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
 }
 
 /* A counted loop of exactly 2 instructions per iteration (SUBS, BNE). */

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include TGT_MODEL_H
+#include "harness.h"
 #include "semihost.h"
 
 #define TGT_MAGIC_IN 0x4e494754u  /* "TGIN" */
@@ -50,11 +51,6 @@ static int8_t scratch[TGT_SCRATCH_BYTES];
 static uint8_t record[TGT_MAX_RECORD];
 static tg_stream stream;
 
-#define SYST_CSR (*(volatile uint32_t *)0xe000e010u)
-#define SYST_RVR (*(volatile uint32_t *)0xe000e014u)
-#define SYST_CVR (*(volatile uint32_t *)0xe000e018u)
-#define SYST_MASK 0x00ffffffu
-
 /* SysTick counts down from SYST_MASK, no interrupt: a window must take fewer
  * than 2^24 ticks (671 M instructions at 40 per tick). */
 static uint32_t ticks_between(uint32_t start, uint32_t end)
@@ -67,20 +63,6 @@ static uint32_t stack_pointer(void)
     uint32_t sp;
     __asm__ volatile("mov %0, sp" : "=r"(sp));
     return sp;
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
 }
 
 static int32_t write_u32s(int32_t fd, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
