@@ -65,10 +65,10 @@ def parity_lines(rep: dict) -> list[str]:
     )
     chain = (rep.get("litert_vs_tflm") or {}).get("chain")
     if chain:
-        lines.append(
-            f"  LiteRT vs TFLM over chains: {_pct(chain['fraction_values_differ'])} of values, "
-            f"{chain['windows_argmax_differ']} of {chain['windows']} windows change class"
-        )
+        line = f"  LiteRT vs TFLM over chains: {_pct(chain['fraction_values_differ'])} of values"
+        if chain.get("windows_argmax_differ") is not None:  # None for a forecaster: no class
+            line += f", {chain['windows_argmax_differ']} of {chain['windows']} windows change class"
+        lines.append(line)
     return lines
 
 

@@ -633,6 +633,11 @@ def convert_window(
         if isinstance(layer, keras.layers.GRU):
             # a constant zero state: a state derived from the input's shape adds SHAPE/FILL
             t = layer(t, initial_state=[keras.ops.zeros((1, layer.units))])
+        elif isinstance(layer, keras.layers.Dense) and len(t.shape) == 3:
+            # a head over every step (a forecaster): a Dense on (1, T', U) becomes a
+            # Tensordot whose SHAPE op is not int8; on (T', U) it is one FULLY_CONNECTED
+            steps, width = int(t.shape[1]), int(t.shape[2])
+            t = keras.ops.reshape(layer(keras.ops.reshape(t, (steps, width))), (1, steps, -1))
         elif not isinstance(layer, keras.layers.InputLayer | keras.layers.Dropout):
             t = layer(t)
     model = keras.Model(inp, {"y": t}, name="tinygru_window")
