@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--from", dest="source", default="build/reports/report.json")
             p.add_argument("--readme", default="README.md")
             ns = p.parse_args(args[1:])
-            body = readme.table(readme.load(Path(ns.source)), ns.source)
+            src = Path(ns.source).resolve()
+            here = Path(ns.readme).resolve().parent
+            # named as the README's reader would find it: relative to the README, or
+            # make demo's place (build/reports/) when it lies outside that checkout
+            shown = src.relative_to(here) if src.is_relative_to(here) else Path(*src.parts[-3:])
+            body = readme.table(readme.load(src), shown.as_posix())
             changed = readme.update(Path(ns.readme), body)
             print(f"{ns.readme}: results table {'updated' if changed else 'unchanged'}")
             return 0
