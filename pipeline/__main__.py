@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,12 @@ def demo(ns: argparse.Namespace) -> int:
     def started(head: str) -> None:  # on a terminal the stage's line shows while it runs
         print(head, end=" ", flush=True)
 
+    width = shutil.get_terminal_size((100, 24)).columns
+
+    def progress(head: str, text: str) -> None:  # the stage's own progress bar, one line
+        line = f"{head} {text}" if text else head
+        print("\r" + line[: width - 1] + "\x1b[K", end="", flush=True)
+
     try:
         chain_opts = {
             "force": ns.force,
@@ -125,6 +132,7 @@ def demo(ns: argparse.Namespace) -> int:
             "verbose": ns.verbose,
             "out": out,
             "started": started if tty else None,
+            "progress": progress if tty else None,
         }
         links = []
         for task in tasks:

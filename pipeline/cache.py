@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -305,6 +306,24 @@ def _print_log_tail(log: Path, out: Callable[[str], None]) -> None:
         out(line)
 
 
+PROGRESS_SECONDS = 0.5
+
+
+def last_status(log: Path, tail: int = 4096) -> str:
+    """The stage's latest progress text: the last non-empty line or ``\\r`` segment."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    for part in reversed(re.split(r"[\r\n]", text)):
+        if part.strip():
+            return part.strip()
+    return ""
+
+
 def _execute(
     stage: Stage,
     *,
@@ -313,6 +332,7 @@ def _execute(
     cwd: Path | None,
     env: Mapping[str, str] | None,
     verbose: bool,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
@@ -321,15 +341,25 @@ def _execute(
             proc = subprocess.run(list(stage.argv), cwd=cwd, env=env, check=False)
         else:
             with open(log, "wb") as f:
-                proc = subprocess.run(
+                proc = subprocess.Popen(
                     list(stage.argv),
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=f,
                     stderr=subprocess.STDOUT,
-                    check=False,
                 )
+                try:
+                    while proc.poll() is None:
+                        if progress is not None:
+                            progress(last_status(log))
+                        try:
+                            proc.wait(timeout=PROGRESS_SECONDS)
+                        except subprocess.TimeoutExpired:
+                            pass
+                except BaseException:
+                    proc.wait()  # the stage got the same SIGINT; let it finish its cleanup
+                    raise
     except OSError as e:
         log.write_text(f"cannot start {stage.argv[0]!r}: {e}\n", encoding="utf-8")
         raise StageFailed(task, stage.name, 127, log) from None
@@ -379,6 +409,7 @@ def run_chain(
     verbose: bool = False,
     out: Callable[[str], None] = print,
     started: Callable[[str], None] | None = None,
+    progress: Callable[[str, str], None] | None = None,
 ) -> tuple[str, list[Outcome]]:
     """Run ``stages`` in order for ``task``; returns the last stage's link and the outcomes.
 
@@ -386,7 +417,9 @@ def run_chain(
     stage; ``only`` runs that one stage, ignoring the cache (its stamp is written, the
     others are neither run nor checked). Raises :class:`StageFailed` when a stage
     fails, after printing its output. Each stage prints one line through ``out``;
-    ``started`` (if given) is called with that line's beginning before a stage runs.
+    ``started`` (if given) is called with that line's beginning before a stage runs,
+    and ``progress`` every half second while it runs with that beginning and the
+    stage's latest output line (its progress bar).
     """
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -425,7 +458,8 @@ def run_chain(
             started(head)
         t0 = time.monotonic()
         try:
-            _execute(stage, task=task, log=log, cwd=cwd, env=env, verbose=verbose)
+            tick = None if progress is None else (lambda text, h=head: progress(h, text))
+            _execute(stage, task=task, log=log, cwd=cwd, env=env, verbose=verbose, progress=tick)
         except StageFailed as e:
             out(f"{head} failed (exit {e.returncode})")
             if e.log is not None:

@@ -281,3 +281,47 @@ def test_cli_refuses_bad_requests(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         pipeline_main(["demo", "--sweep", "0.5,1.5"])
     assert "expected comma-separated sparsities" in capsys.readouterr().err
+
+
+# A stage that shows a progress bar (\r-separated) and then waits until the runner has
+# passed that text on: the test does not depend on how fast the machine is.
+PROGRESS_STEP = r"""
+import pathlib, sys, time
+seen = pathlib.Path(sys.argv[1])
+sys.stdout.write("loading\repoch 1/2 [###   ] 50%\r")
+sys.stdout.flush()
+for _ in range(1200):  # up to 60 s for the runner's first look at the log
+    if seen.exists():
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit(5)
+"""
+
+
+def test_a_running_stage_reports_its_latest_progress_line(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    shown: list[tuple[str, str]] = []
+
+    def progress(head: str, text: str) -> None:
+        shown.append((head, text))
+        if text == "epoch 1/2 [###   ] 50%":
+            seen.touch()
+
+    argv = (sys.executable, "-c", PROGRESS_STEP, str(seen))
+    stage = Stage("slow", argv, tmp_path / "bundle", (), ())
+    (tmp_path / "bundle").mkdir()
+    run_chain([stage], task="t", stamp_dir=tmp_path / "stamps", out=lambda s: None,
+              progress=progress)  # fmt: skip
+    assert seen.exists(), f"progress never showed the stage's bar: {shown}"
+    assert {h for h, _ in shown} == {"[t] slow ..."}
+
+
+def test_last_status_is_the_last_non_empty_segment(tmp_path: Path) -> None:
+    from pipeline.cache import last_status
+
+    log = tmp_path / "x.log"
+    assert last_status(log) == ""  # not written yet
+    log.write_bytes(b"first line\n 10%\r 20%\r\n\n")
+    assert last_status(log) == "20%"
+    log.write_bytes(b"x" * 10_000 + b"\ndone\n")
+    assert last_status(log) == "done"
