@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.bundle import Bundle
-from edge_runtime.interpreter import StepInterpreter, interpreter_module
+from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.stream import Streamer
 
 __all__ = ["BENCH_BACKENDS", "bench", "host_label", "render"]
@@ -326,7 +326,7 @@ def bench(
         info = probe.interp.worker.info
         lib, version = f"{info['library']} (worker: {probe.interp.python})", info["version"]
     else:
-        _, lib = interpreter_module()
+        lib = "ai_edge_litert"  # in this process the interpreter is always LiteRT
         version = _version(lib)
     out: dict[str, Any] = {
         "host": {

@@ -15,8 +15,8 @@ Backends:
   (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), the reference the host
   parity check uses;
 - ``"xnnpack"``: ai-edge-litert as it runs by default (XNNPACK delegate);
-- ``"auto"``: ``"litert"``, or ``tflite_runtime`` with the same built-in
-  resolver where ai-edge-litert is not installed.
+- ``"auto"``: the built-in kernels of whichever interpreter runs the model
+  (ai-edge-litert here, or ``tflite_runtime`` in a worker, see below).
 
 Where the interpreter runs: in this process with ai-edge-litert when it is
 importable and no other Python is named; otherwise in a worker process
@@ -57,7 +57,6 @@ __all__ = [
     "InterpreterError",
     "StepInterpreter",
     "TensorSpec",
-    "interpreter_module",
     "litert_importable",
     "logical_name",
     "worker_python",
@@ -87,21 +86,6 @@ class TensorSpec:
     @property
     def width(self) -> int:
         return int(math.prod(self.shape))
-
-
-def interpreter_module() -> tuple[Any, str]:
-    """The interpreter module in use and its name: ai-edge-litert, else tflite-runtime."""
-    try:
-        return importlib.import_module("ai_edge_litert.interpreter"), "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        return importlib.import_module("tflite_runtime.interpreter"), "tflite_runtime"
-    except ImportError:
-        raise InterpreterError(
-            "no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) "
-            "or tflite-runtime"
-        ) from None
 
 
 def logical_name(tensor_name: str, known: Sequence[str]) -> str | None:
@@ -191,38 +175,35 @@ def _make_remote(
     client = WorkerClient(
         python, model_content, backend=backend, num_threads=num_threads, error=InterpreterError
     )
-    lib = client.info.get("library")
+    return _Remote(client), _label(backend, client.info.get("library")) + "_worker"
+
+
+def _label(backend: str, lib: str | None) -> str:
     if backend == "xnnpack":
-        label = "litert_xnnpack"
-    else:
-        label = "litert" if lib == "ai_edge_litert" else "tflite_runtime"
-    return _Remote(client), label + "_worker"
+        return "litert_xnnpack"
+    return "litert" if lib == "ai_edge_litert" else "tflite_runtime"
 
 
 def _make(model_content: bytes, backend: str, num_threads: int | None) -> tuple[Any, str]:
+    """In this process: only reached when ai_edge_litert imports (see :func:`worker_python`)."""
     if backend not in BACKENDS:
         raise InterpreterError(f"backend: expected one of {BACKENDS}, found {backend!r}")
-    mod, lib = interpreter_module()
-    resolver = getattr(mod, "OpResolverType", None)
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
     kw: dict[str, Any] = {"model_content": model_content}
     if num_threads is not None:
         kw["num_threads"] = int(num_threads)
-    if backend == "xnnpack":
-        if lib != "ai_edge_litert":
-            raise InterpreterError("backend 'xnnpack' needs ai-edge-litert")
-        if resolver is not None:
-            kw["experimental_op_resolver_type"] = resolver.AUTO
-        label = "litert_xnnpack"
-    else:
-        if resolver is not None:
-            kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        label = "litert" if lib == "ai_edge_litert" else "tflite_runtime"
+    kw["experimental_op_resolver_type"] = (
+        OpResolverType.AUTO
+        if backend == "xnnpack"
+        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     try:
-        it = mod.Interpreter(**kw)
+        it = Interpreter(**kw)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise InterpreterError(f"{STEP_FILE}: the interpreter refused the model: {e}") from None
-    return it, label
+    return it, _label(backend, "ai_edge_litert")
 
 
 def _signature_indices(it: Any) -> dict[str, dict[str, int]]:

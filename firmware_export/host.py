@@ -127,6 +127,15 @@ class Engine:
             raise RuntimeError(f"tg_window failed with status {status}")
         return out
 
+    def windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`window` on each window: head outputs ``(n, n_outputs)`` and the final
+        states, concatenated, ``(n, sum(units))`` (what the emulated runner records)."""
+        y, h = [], []
+        for w in windows:
+            y.append(self.window(w))
+            h.append(np.concatenate(self.state()))
+        return np.stack(y), np.stack(h)
+
     def step(self, x: np.ndarray, h: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         xs = np.ascontiguousarray(x, np.int8).reshape(self.step_inputs)
         hs = np.ascontiguousarray(np.concatenate([np.asarray(v, np.int8).reshape(-1) for v in h]))

@@ -237,16 +237,12 @@ def compare_with_host(bundle_dir: str | Path, target: str, n_windows: int | None
         windows = series[: n * SERIES_PIECE].reshape(n, SERIES_PIECE, -1)[:n_windows]
     fw, prefix = _firmware_of(bundle_dir)
     m = prepare(bundle).model
-    eng = host.load(fw, prefix, m)
-    want_y, want_h = [], []
-    for w in windows:
-        want_y.append(eng.window(w))
-        want_h.append(np.concatenate(eng.state()))
+    want_y, want_h = host.load(fw, prefix, m).windows(windows)
     res = run(bundle_dir, target, windows)
     return {
         "target": target, "machine": res.machine, "windows": len(windows),
-        "y_mismatches": int((res.y != np.stack(want_y)).sum()),
-        "h_mismatches": int((res.h != np.stack(want_h)).sum()),
+        "y_mismatches": int((res.y != want_y).sum()),
+        "h_mismatches": int((res.h != want_h).sum()),
         "instructions_per_window": int(np.median(res.instructions)),
         "instructions_per_step": float(np.median(res.instructions)) / len(range(0, windows.shape[1], m.stride)),
         "peak_stack_bytes": res.peak_stack_bytes,

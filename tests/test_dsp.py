@@ -37,12 +37,7 @@ def bm(engine_bm: Path) -> Path:
 
 def host_outputs(fw: Path, prefix: str, bundle: Path, windows: np.ndarray) -> tuple:
     m = prepare(Bundle.open(bundle)).model
-    eng = host.load(fw, prefix, m)
-    y, h = [], []
-    for w in windows:
-        y.append(eng.window(w))
-        h.append(np.concatenate(eng.state()))
-    return np.stack(y), np.stack(h)
+    return host.load(fw, prefix, m).windows(windows)
 
 
 def disassemble(source: Path, cpu: str, out: Path) -> str:

@@ -35,12 +35,8 @@ def host_reference(bm: Path) -> dict[str, np.ndarray]:
     windows = bundle.load_npz("reference.npz")["x_counts"][:N_WINDOWS]
     result = export(bm)
     m = prepare(bundle).model
-    eng = host.load(Path(result["out"]), result["prefix"], m)
-    y, h = [], []
-    for w in windows:
-        y.append(eng.window(w))
-        h.append(np.concatenate(eng.state()))
-    return {"windows": windows, "y": np.stack(y), "h": np.stack(h)}
+    y, h = host.load(Path(result["out"]), result["prefix"], m).windows(windows)
+    return {"windows": windows, "y": y, "h": h}
 
 
 @pytest.mark.parametrize("target", ["m4", "m3"])
