@@ -27,7 +27,7 @@ from firmware_export import codegen
 from firmware_export.cbuild import ENGINE_DIR
 from firmware_export.lower import SPARSE_MODES, Lowered, lower
 from firmware_export.pattern import StepGraph, match
-from firmware_export.tflite_reader import read_model
+from edge_runtime.tflite_reader import read_model
 
 STEP_MODEL = "step_int8.tflite"
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware_export import tflm_ref as ref
+from edge_runtime import tflm_ref as ref
 from firmware_export.pattern import Bound, StepGraph
 
 

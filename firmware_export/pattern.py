@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from firmware_export.tflite_reader import Model, Operator, Tensor
+from edge_runtime.tflite_reader import Model, Operator, Tensor
 
 ALLOWED_OPS = ("FULLY_CONNECTED", "SPLIT_V", "SPLIT", "ADD", "SUB", "MUL", "LOGISTIC", "TANH",
                "SOFTMAX")  # fmt: skip

@@ -16,7 +16,7 @@ from test_engine import make_bundle
 from edge_runtime.bundle import Bundle
 from firmware_export.export import export
 from firmware_export.pattern import PatternError, match
-from firmware_export.tflite_reader import read_model
+from edge_runtime.tflite_reader import read_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

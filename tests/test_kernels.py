@@ -4,7 +4,7 @@ For each op of the GRU step graph a tiny Keras model is converted to full int8 (
 seeds), its quantization is read from the .tflite (and sometimes overwritten, to reach
 chosen scales), and the TFLM interpreter's outputs on many inputs (random, extremes,
 all 256 values for unary ops, all 65,536 pairs for binary ops) are the expected values.
-Both ``firmware_export.tflm_ref`` (numpy) and the C engine kernels must reproduce them
+Both ``edge_runtime.tflm_ref`` (numpy) and the C engine kernels must reproduce them
 exactly: a single rounding difference would grow through the GRU recurrence, so the
 allowed error is 0 everywhere.
 """
@@ -30,7 +30,7 @@ runtime = pytest.importorskip("tflite_micro").runtime
 from tensorflow.lite.python import schema_py_generated as fb  # noqa: E402
 
 from firmware_export import cbuild  # noqa: E402
-from firmware_export import tflm_ref as ref  # noqa: E402
+from edge_runtime import tflm_ref as ref  # noqa: E402
 
 TOLERANCE = 0  # bit-exact: any difference grows through the recurrence
 OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
@@ -535,7 +535,8 @@ def test_c_kernels_clean_under_address_and_undefined_sanitizers() -> None:
     child = textwrap.dedent(
         """
         import numpy as np
-        from firmware_export import cbuild, tflm_ref as ref
+        from edge_runtime import tflm_ref as ref
+        from firmware_export import cbuild
         k = cbuild.engine_kernels(sanitize=True)
         rng = np.random.default_rng(0)
         for rows, cols in [(1, 1), (7, 3), (96, 38)]:

@@ -42,6 +42,8 @@ import math
 
 import numpy as np
 
+from edge_runtime.contract import round_half_away_int
+
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
 
@@ -121,10 +123,6 @@ def requantize_single_rounding(acc, mult, shift) -> np.ndarray:
 # prepare-time parameter derivation (float scales -> integer multipliers)
 
 
-def _round_half_away(v: float) -> float:
-    return math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5)
-
-
 def quantize_multiplier(real: float) -> tuple[int, int]:
     """QuantizeMultiplier: real = mult * 2^(shift - 31), mult in [2^30, 2^31).
 
@@ -137,7 +135,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
-    q_fixed = int(_round_half_away(q * 2.0**31))
+    q_fixed = round_half_away_int(q * 2.0**31)
     if q_fixed > 2**31:
         raise ValueError(f"bad multiplier {real}")
     if q_fixed == 2**31:
@@ -171,7 +169,7 @@ def activation_range(act: int, out_scale: float, out_zp: int) -> tuple[int, int]
     Bounds are ``zp + round(f / scale)`` computed in float32 (TfLiteRound)."""
 
     def q(f: float) -> int:
-        return int(out_zp) + int(_round_half_away(float(np.float32(f) / np.float32(out_scale))))
+        return int(out_zp) + round_half_away_int(float(np.float32(f) / np.float32(out_scale)))
 
     if act == ACT_NONE:
         return -128, 127
@@ -451,7 +449,7 @@ def unary_fixed_params(in_scale: float) -> tuple[int, int, int]:
     left_shift, 31).
     """
     q, left_shift = math.frexp(float(in_scale) * float(1 << 27))
-    mult = int(wrap32(int(_round_half_away(q * 2.0**31))))
+    mult = int(wrap32(round_half_away_int(q * 2.0**31)))
     return mult, left_shift, calculate_input_radius(4, left_shift, 31)
 
 
