@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.stream import Streamer
@@ -76,7 +77,7 @@ def _pct(values_ns: list[int] | np.ndarray) -> dict[str, Any]:
 
 
 def _samples(b: Bundle) -> np.ndarray:
-    ref = b.load_npz("reference.npz")
+    ref = b.load_npz(contract.REFERENCE)
     if "x_counts" in ref:
         x = ref["x_counts"]
         counts = x.reshape(-1, x.shape[-1])
@@ -346,7 +347,7 @@ def bench(
             "stride": probe.cfg.stride,
             "steps_per_window": probe.cfg.steps_per_window,
             "gru_units": list(mc["gru_units"]),
-            "step_bytes": bundle.artifacts["step_int8.tflite"]["bytes"],
+            "step_bytes": bundle.artifacts[contract.STEP_MODEL]["bytes"],
         },
         "budget_seconds": float(seconds),
         "backends": {},
