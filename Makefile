@@ -54,7 +54,7 @@ bench: setup ## stage figures, then per task one run -> reports/bench.json + .md
 	  $(PY) -m pipeline.bench --bundle $(BUILD)/$$t || exit 1; \
 	done
 
-firmware: setup ## build the reference firmware (MPS2 AN385/AN386/AN500, -Os/-O2) for the bundles in build/
+firmware: setup ## build the DUT firmware (every board of edge_runtime/boards.py, -Os/-O2) for the bundles in build/
 	@for t in $(TASKS); do \
 	  $(PY) -m firmware_export --bundle $(BUILD)/$$t > /dev/null || exit 1; \
 	  $(MAKE) --no-print-directory -C firmware BUNDLE=$(abspath $(BUILD))/$$t || exit 1; \

@@ -1,5 +1,5 @@
 /* Device under test: the tinygru engine with one exported model behind the
- * device protocol (protocol.h) on UART0 of an MPS2 board.
+ * device protocol (protocol.h) on the board's console UART (board/uart.h).
  *
  * Build with (see firmware/Makefile):
  *   -DDUT_MODEL_H='"<prefix>_model.h"' -DDUT_CONFIG_H='"<prefix>_config.h"'
@@ -9,9 +9,10 @@
 
 #include DUT_MODEL_H
 #include DUT_CONFIG_H
+#include "board.h"
 #include "protocol.h"
 #include "timer.h"
-#include "uart_cmsdk.h"
+#include "uart.h"
 
 #define DUT_CAT2(a, b) a##b
 #define DUT_CAT(a, b) DUT_CAT2(a, b)
@@ -115,7 +116,7 @@ static tgp_port port = {
 int main(void)
 {
     port.ticks_hz = timer_hz();
-    uart_init(UART_CMSDK_UART0, timer_hz(), DUT_BAUD);
+    uart_init(BOARD_CONSOLE_UART, timer_hz(), DUT_BAUD);
     timer_init();
     const tg_model_params *m = &DUT_MODEL;
     const tg_status a = tg_stream_init(&window_stream, m, window_state, DUT_STATE_BYTES, scratch,

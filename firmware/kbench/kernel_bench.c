@@ -2,7 +2,8 @@
  * the model's steps, each on its real inputs, repeated, timed with SysTick; then
  * whole model steps (tg_model_step) chained over the same inputs.
  *
- * Build with -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
+ * Built by `make -C firmware kbench FW=<export> BOARD=<board> OUT=<dir>` with
+ * -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
  * -DTGT_STATE_BYTES=... -DTGT_SCRATCH_BYTES=...
  *
  * FC layers in model order: front end (if any), per GRU layer gx then gh, head.

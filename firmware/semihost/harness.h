@@ -1,4 +1,4 @@
-/* What the emulator programs (engine/target/main.c, kbench/kernel_bench.c) share:
+/* What the semihosting programs (runner/main.c, kbench/kernel_bench.c) share:
  * the SysTick registers they time with and little-endian u32 access to file buffers. */
 #ifndef TG_HARNESS_H
 #define TG_HARNESS_H
