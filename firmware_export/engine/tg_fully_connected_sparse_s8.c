@@ -58,12 +58,3 @@ void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input,
         }
     }
 }
-
-void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y)
-{
-    if (l->sparse != 0) {
-        tg_fully_connected_sparse_s8(&l->p, x, l->sparse, l->bias, l->mult, l->shift, y);
-    } else {
-        tg_fully_connected_s8(&l->p, x, l->weights, l->bias, l->mult, l->shift, y);
-    }
-}
