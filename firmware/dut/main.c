@@ -90,8 +90,15 @@ static const tgp_model_info info = {
     .model_sha256 = DUT_SHA256,
     .engine_version = TG_ENGINE_VERSION,
     .target = DUT_TARGET,
-    .quant = "input_zero_point=" DUT_STR(DUT_(_INPUT_ZERO_POINT)) ",input_shift=" DUT_STR(
-        DUT_(_INPUT_SHIFT)) ",input_scale=" DUT_STR(DUT_(_INPUT_SCALE)) ",state_scale=" DUT_STR(DUT_(_STATE_SCALE)) ",output_scale=" DUT_STR(DUT_(_OUTPUT_SCALE)) ",output_zero_point=" DUT_STR(DUT_(_OUTPUT_ZERO_POINT)),
+    /* one string of key=value pairs; the formatter would split the string literals */
+    /* clang-format off */
+    .quant = "input_zero_point=" DUT_STR(DUT_(_INPUT_ZERO_POINT))
+             ",input_shift=" DUT_STR(DUT_(_INPUT_SHIFT))
+             ",input_scale=" DUT_STR(DUT_(_INPUT_SCALE))
+             ",state_scale=" DUT_STR(DUT_(_STATE_SCALE))
+             ",output_scale=" DUT_STR(DUT_(_OUTPUT_SCALE))
+             ",output_zero_point=" DUT_STR(DUT_(_OUTPUT_ZERO_POINT)),
+    /* clang-format on */
     .window = DUT_WINDOW,
     .channels = DUT_CHANNELS,
     .kernel = DUT_(_KERNEL),
@@ -121,8 +128,8 @@ int main(void)
     const tg_model_params *m = &DUT_MODEL;
     const tg_status a = tg_stream_init(&window_stream, m, window_state, DUT_STATE_BYTES, scratch,
                                        DUT_SCRATCH_BYTES);
-    const tg_status b = tg_stream_init(&live_stream, m, stream_state, DUT_STATE_BYTES, scratch,
-                                       DUT_SCRATCH_BYTES);
+    const tg_status b =
+        tg_stream_init(&live_stream, m, stream_state, DUT_STATE_BYTES, scratch, DUT_SCRATCH_BYTES);
     tgp_init(&proto, &port, &info, counts, (uint32_t)sizeof counts);
     if (a != TG_OK || b != TG_OK) {
         static const char msg[] = "e-[tg_stream_init failed]\r\n";

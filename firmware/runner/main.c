@@ -27,8 +27,8 @@
 #include "harness.h"
 #include "semihost.h"
 
-#define TGT_MAGIC_IN 0x4e494754u  /* "TGIN" */
-#define TGT_MAGIC_OUT 0x554f4754u /* "TGOU" */
+#define TGT_MAGIC_IN 0x4e494754u         /* "TGIN" */
+#define TGT_MAGIC_OUT 0x554f4754u        /* "TGOU" */
 #define TGT_MAGIC_SERIES_IN 0x53494754u  /* "TGIS" */
 #define TGT_MAGIC_SERIES_OUT 0x534f4754u /* "TGOS" */
 #define TGT_MAX_COUNTS 16384

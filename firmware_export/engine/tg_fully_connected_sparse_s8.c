@@ -4,9 +4,9 @@
 #include "tg_dsp.h"
 #include "tg_requantize.h"
 
-void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input,
-                                  const tg_fc_sparse *w, const int32_t *bias,
-                                  const int32_t *mult, const int32_t *shift, int8_t *output)
+void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
+                                  const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                  int8_t *output)
 {
     const int32_t rows = p->rows;
     const int32_t cols = p->cols;
