@@ -95,7 +95,7 @@ class DeviceLink(Protocol):
 
 def open_device(url: str, bundle: Bundle) -> DeviceLink:
     """The link to a device at ``url``: ``qemu:an385|an386|an500``, a pyserial URL or a tty."""
-    from edge_runtime.device import open_device as _open
+    from edge_runtime.connect import open_device as _open
 
     return _open(url, bundle)
 
