@@ -86,17 +86,30 @@ def build(firmware_dir: Path, prefix: str, *, debug: bool = False, sanitize: boo
     shim = shim_dir / f"{prefix}_host.c"
     if not shim.is_file() or shim.read_text() != shim_text:
         shim.write_text(shim_text)
-    engine = firmware_dir / "engine"
-    model_c = firmware_dir / f"{prefix}_model.c"
-    if not model_c.is_file() or not (engine / "tinygru.h").is_file():
-        raise EngineError(
-            f"{firmware_dir}: no exported engine for prefix {prefix!r} "
-            f"(expected {model_c.name} and engine/tinygru.h): run `python -m firmware_export`"
-        )
-    sources = [*sorted(engine.glob("*.c")), model_c, shim]
+    sources = [*_listed_sources(firmware_dir, prefix), shim]
     # cbuild adds -I and hashes the headers of every source's folder
     flags = ["-DTG_DEBUG"] if debug else []
     return cbuild.build_shared(sources, sanitize=sanitize, extra_flags=flags)
+
+
+def _listed_sources(firmware_dir: Path, prefix: str) -> list[Path]:
+    """The engine and model C files the export lists in ``files.json`` (a file an older
+    export left in the folder is not one of them)."""
+    index = firmware_dir / "files.json"
+    try:
+        listed = [str(f["path"]) for f in json.loads(index.read_text(encoding="utf-8"))["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EngineError(
+            f"{index}: no readable export index ({type(e).__name__}): run `python -m firmware_export`"
+        ) from None
+    model_c = f"{prefix}_model.c"
+    if model_c not in listed or "engine/tinygru.h" not in listed:
+        raise EngineError(
+            f"{index}: no exported engine for prefix {prefix!r} (expected {model_c} and "
+            "engine/tinygru.h): run `python -m firmware_export`"
+        )
+    c_files = sorted(p for p in listed if p.startswith("engine/") and p.endswith(".c"))
+    return [firmware_dir / p for p in [*c_files, model_c]]
 
 
 def export_of(bundle_root: Path) -> tuple[Path, str]:
