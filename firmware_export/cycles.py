@@ -691,7 +691,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                       "n/a" if share is None else f"{100 * share:.2f}%"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Cycles are an {LABEL}: {METHOD}.")
+    lines.append(f"Cycles and times are an {METHOD}.")
     return "\n".join(lines)
 
 
