@@ -34,6 +34,10 @@ CHUNK_BYTES = 120  # bytes per `db <hex>` command: 3 + 240 characters
 DEVICE_NAME = "tinygru"
 
 
+# Seconds between sync nonces while a booting device may drop what it receives.
+SYNC_RESEND = 2.0
+
+
 class DeviceError(RuntimeError):
     """The device answered with an error, or with something unexpected."""
 
@@ -158,19 +162,30 @@ class DeviceLink:
             raise DeviceTimeout(f"{self.url}: sending {_shown(text)} timed out: {e}") from e
 
     def sync(self, timeout: float | None = None) -> None:
-        """Drop any partial line and stale output: a nonce command's error echo marks the end."""
-        nonce = "sync-" + secrets.token_hex(4)
+        """Drop any partial line and stale output: a nonce command's error echo marks the end.
+
+        A nonce sent while the device still boots can lose bytes (its UART is not yet
+        receiving), so a new nonce goes out every ``SYNC_RESEND`` seconds until one is
+        echoed or the deadline passes.
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        self._write(CANCEL + nonce + TERMINATOR)
         got: list[str] = []
-        seen = False
         while True:
-            line = self._read_line(deadline, nonce, got)
-            got.append(line)
-            if nonce in line:
-                seen = True
-            elif seen and line == READY:
-                return
+            nonce = "sync-" + secrets.token_hex(4)
+            self._write(CANCEL + nonce + TERMINATOR)
+            resend = min(deadline, time.monotonic() + SYNC_RESEND)
+            seen = False
+            try:
+                while True:
+                    line = self._read_line(resend, nonce, got)
+                    got.append(line)
+                    if nonce in line:
+                        seen = True
+                    elif seen and line == READY:
+                        return
+            except DeviceTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def command(self, cmd: str, *, timeout: float | None = None) -> list[str]:
         """Send ``cmd`` (without ``%``); return the reply lines before ``m-ready``."""
