@@ -40,12 +40,25 @@ test: setup ## run the test suite (what CI runs)
 test-fast: setup ## run the fast tier only
 	@$(PY) -m pytest -q -m "not slow"
 
-lint: setup ## ruff on all Python
-	@.venv/bin/ruff check .
-	@.venv/bin/ruff format --check .
+# The hand-written C (engine, firmware, fuzz harness); the generated C of an export is
+# not formatted. Layout: .clang-format.
+C_SOURCES = $(sort $(shell find firmware firmware_export/engine tests/fuzz -name '*.[ch]'))
+CLANG_FORMAT := clang-format
 
-format: setup ## apply ruff formatting
+lint: setup ## ruff on all Python, clang-format on the hand-written C (every check runs; any failure fails)
+	@status=0; \
+	.venv/bin/ruff check . || status=1; \
+	.venv/bin/ruff format --check . || status=1; \
+	if ! command -v $(CLANG_FORMAT) > /dev/null; then \
+	  echo "lint: $(CLANG_FORMAT) not found (Debian: clang-format, see debian-packages.txt)" >&2; status=1; \
+	elif $(CLANG_FORMAT) --dry-run -Werror $(C_SOURCES); then \
+	  echo "clang-format: $(words $(C_SOURCES)) C files formatted as .clang-format says"; \
+	else status=1; fi; \
+	exit $$status
+
+format: setup ## apply ruff formatting and clang-format to the hand-written C
 	@.venv/bin/ruff format .
+	@$(CLANG_FORMAT) -i $(C_SOURCES)
 
 bench: setup ## stage figures, then per task one run -> reports/bench.json + .md: instr/step and /MAC on QEMU Cortex-M3/M4/M7, host µs/step, bytes and RAM per route
 	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
@@ -54,7 +67,7 @@ bench: setup ## stage figures, then per task one run -> reports/bench.json + .md
 	  $(PY) -m pipeline.bench --bundle $(BUILD)/$$t || exit 1; \
 	done
 
-firmware: setup ## build the reference firmware (MPS2 AN385/AN386/AN500, -Os/-O2) for the bundles in build/
+firmware: setup ## build the DUT firmware (every board of edge_runtime/boards.py, -Os/-O2) for the bundles in build/
 	@for t in $(TASKS); do \
 	  $(PY) -m firmware_export --bundle $(BUILD)/$$t > /dev/null || exit 1; \
 	  $(MAKE) --no-print-directory -C firmware BUNDLE=$(abspath $(BUILD))/$$t || exit 1; \

@@ -34,6 +34,12 @@ from edge_runtime.interpreter import (
 )
 
 EXIT_OK = 0
+RUN_BACKENDS = ("litert", "xnnpack", "auto", "engine")
+BACKEND_HELP = (
+    "litert: LiteRT built-in kernels (default); xnnpack: LiteRT with XNNPACK; auto: whichever "
+    "interpreter runs; engine: the bundle's exported C engine built with this host's C "
+    "compiler on first use (the microcontroller's arithmetic, bit for bit)"
+)
 EXIT_FAIL = 1
 EXIT_ERROR = 2
 
@@ -218,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", choices=("window-exact", "continuous"), default=None)
     r.add_argument("--smooth", type=int, default=1, help="average the last N probabilities")
     r.add_argument("--out", default="-", help="output file, or - for stdout (default)")
-    r.add_argument("--backend", choices=("litert", "xnnpack", "auto"), default="litert")
+    r.add_argument("--backend", choices=RUN_BACKENDS, default="litert", help=BACKEND_HELP)
     r.add_argument("--encoding", choices=("auto", "line", "frame"), default="auto")
     r.add_argument("--units", choices=("counts", "physical"), default="counts")
     r.add_argument("--realtime", action="store_true", help="pace csv: and stdin at the sample rate")
@@ -232,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp = sub.add_parser("bench", help="latency and throughput on this machine")
     bp.add_argument("--bundle", required=True)
     bp.add_argument("--seconds", type=float, default=3.0, help="measuring budget (default 3)")
-    bp.add_argument("--backend", action="append", choices=("litert", "xnnpack"), help="repeatable")
+    bp.add_argument(
+        "--backend", action="append", choices=RUN_BACKENDS, help="repeatable; " + BACKEND_HELP
+    )
     bp.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     bp.add_argument("--json", default=None, help="also write the figures as JSON (- = stdout)")
     bp.add_argument(
@@ -243,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="acceptance check against the bundle's reference data")
     c.add_argument("--bundle", required=True)
     c.add_argument("--device", default=None, help="qemu:an385|an386|an500, a pyserial URL or a tty")
-    c.add_argument("--backend", choices=("litert", "xnnpack", "auto"), default="litert")
+    c.add_argument("--backend", choices=RUN_BACKENDS, default="litert", help=BACKEND_HELP)
     c.add_argument("--min-accuracy", type=float, default=None)
     c.add_argument("--min-agreement", type=float, default=None, help="min argmax agreement")
     c.add_argument("--min-point-auc", type=float, default=None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.stream import MODES, Result, Streamer
@@ -34,7 +35,7 @@ __all__ = [
     "open_bundle",
 ]
 
-STEP_FILE = "step_int8.tflite"
+STEP_FILE = contract.STEP_MODEL
 
 
 def open_bundle(path: str | os.PathLike[str]) -> Bundle:

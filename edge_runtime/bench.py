@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.stream import Streamer
@@ -76,7 +77,7 @@ def _pct(values_ns: list[int] | np.ndarray) -> dict[str, Any]:
 
 
 def _samples(b: Bundle) -> np.ndarray:
-    ref = b.load_npz("reference.npz")
+    ref = b.load_npz(contract.REFERENCE)
     if "x_counts" in ref:
         x = ref["x_counts"]
         counts = x.reshape(-1, x.shape[-1])
@@ -102,9 +103,25 @@ def _tensor_indices(interp: StepInterpreter) -> tuple[int, list[int], list[int],
     return interp.inputs["x"].index, h_in, h_out, interp.outputs["y"].index
 
 
+def _generic_round(interp: StepInterpreter, xs: list[np.ndarray]) -> Callable[[], int]:
+    """The bare loop of a backend without LiteRT's tensor calls (the C engine, TFLM):
+    its step call, the state carried in place."""
+    step = interp.step
+
+    def run() -> int:
+        states = interp.zero_states()
+        for x in xs:
+            step(x, states)
+        return len(xs)
+
+    return run
+
+
 def _bare_round(interp: StepInterpreter, xs: list[np.ndarray]) -> Callable[[], int]:
     """One pass of the bare loop over ``xs`` from a zero state; returns the steps run."""
     it = interp.raw
+    if it is not None and not hasattr(it, "set_tensor"):
+        return _generic_round(interp, xs)
     if it is None:
         call, packed = _worker_inputs(interp, xs)
 
@@ -139,6 +156,16 @@ def _bare_latency(interp: StepInterpreter, xs: list[np.ndarray], budget: float) 
     end = clock() + int(budget * 1e9)
     i = 0
     it = interp.raw
+    if it is not None and not hasattr(it, "set_tensor"):
+        step, states = interp.step, interp.zero_states()
+        while True:
+            t0 = clock()
+            step(xs[i % n], states)
+            t1 = clock()
+            times.append(t1 - t0)
+            i += 1
+            if t1 > end:
+                return _pct(times)
     if it is None:
         call, packed = _worker_inputs(interp, xs)
         while True:
@@ -326,7 +353,7 @@ def bench(
         info = probe.interp.worker.info
         lib, version = f"{info['library']} (worker: {probe.interp.python})", info["version"]
     else:
-        lib = "ai_edge_litert"  # in this process the interpreter is always LiteRT
+        lib = "ai_edge_litert"  # LiteRT rows in this process; see each backend's label
         version = _version(lib)
     out: dict[str, Any] = {
         "host": {
@@ -346,7 +373,7 @@ def bench(
             "stride": probe.cfg.stride,
             "steps_per_window": probe.cfg.steps_per_window,
             "gru_units": list(mc["gru_units"]),
-            "step_bytes": bundle.artifacts["step_int8.tflite"]["bytes"],
+            "step_bytes": bundle.artifacts[contract.STEP_MODEL]["bytes"],
         },
         "budget_seconds": float(seconds),
         "backends": {},

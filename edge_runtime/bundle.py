@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
+
 __all__ = [
     "MANIFEST",
     "MAX_ARRAY_BYTES",
@@ -58,7 +60,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
-MANIFEST = "manifest.json"
+MANIFEST = contract.MANIFEST
 
 MAX_MANIFEST_BYTES = 16 * 2**20
 MAX_JSON_BYTES = 64 * 2**20

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_runtime import anomaly, metrics
+from edge_runtime import anomaly, contract, metrics
 from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.interpreter import STEP_FILE
 from edge_runtime.parity_entry import Reference, dequantize
@@ -95,7 +95,7 @@ class DeviceLink(Protocol):
 
 def open_device(url: str, bundle: Bundle) -> DeviceLink:
     """The link to a device at ``url``: ``qemu:an385|an386|an500``, a pyserial URL or a tty."""
-    from edge_runtime.device import open_device as _open
+    from edge_runtime.connect import open_device as _open
 
     return _open(url, bundle)
 
@@ -344,7 +344,7 @@ def check_bundle(
     if wrong:
         raise ValueError(f"{', '.join(wrong)}: not a pass mark for a {task} bundle")
     link = open_device(device, bundle) if device else None
-    ref = bundle.load_npz("reference.npz")
+    ref = bundle.load_npz(contract.REFERENCE)
     record: dict[str, Any] = {"interpreter": f"device {device}" if device else backend}
     try:
         if task == "classification":

@@ -2,8 +2,9 @@
 
 ``DeviceLink(url)`` talks to a board running the reference firmware (``firmware/dut``)
 through any pyserial URL: ``/dev/ttyACM0`` for a real board, ``socket://127.0.0.1:PORT``
-for QEMU (see ``edge_runtime.qemu_launch``), a pty path for tests. Nothing here is
-specific to an emulator.
+for QEMU (``edge_runtime.qemu_launch`` starts it), a pty path for tests. Nothing here
+is specific to an emulator; ``edge_runtime.connect.open_device`` chooses by the
+``--device`` value.
 
     with DeviceLink("socket://127.0.0.1:4321") as dev:
         dev.info()                       # model, sha256, dims, quantization, engine
@@ -17,7 +18,6 @@ command and what was received.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -70,12 +70,6 @@ class Timing:
         if self.instructions_per_second is None:
             return None
         return self.seconds_per_window * self.instructions_per_second
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "ticks": self.ticks, "hz": self.hz,
-                "ticks_per_window": self.ticks_per_window,
-                "seconds_per_window": self.seconds_per_window,
-                "instructions_per_window": self.instructions_per_window}  # fmt: skip
 
 
 class DeviceLink:
@@ -343,33 +337,3 @@ class DeviceLink:
         if not outs:
             return np.zeros((0, self.info()["outputs"]), np.int8)
         return np.concatenate(outs)
-
-
-def open_device(spec: str, bundle: Any = None, **kw: Any) -> DeviceLink:
-    """A link for ``--device SPEC``: ``qemu:an386|an385|an500`` (needs the bundle's
-    firmware, see edge_runtime.qemu_launch), else any pyserial URL or device path.
-
-    ``bundle`` (an ``edge_runtime.bundle.Bundle`` or its folder): when given, the
-    device must run that bundle's model (sha256 of ``step_int8.tflite``).
-    """
-    from edge_runtime.bundle import Bundle
-
-    b = None if bundle is None else (bundle if isinstance(bundle, Bundle) else Bundle.open(bundle))
-    if spec.startswith("qemu:"):
-        from edge_runtime import qemu_launch
-
-        if b is None:
-            raise ValueError(f"--device {spec} needs a bundle (its firmware ELF)")
-        link = qemu_launch.open_qemu_link(b.root, spec.split(":", 1)[1], **kw)
-    else:
-        link = DeviceLink(spec, **kw)
-    if b is not None and b.has("step_int8.tflite"):
-        want = hashlib.sha256(b.read_bytes("step_int8.tflite")).hexdigest()
-        got = link.info()["sha256"]
-        if got != want:
-            link.close()
-            raise DeviceError(
-                f"{spec}: the device runs model {got[:12]}…, the bundle {b.root} has {want[:12]}…: "
-                "flash the bundle's firmware (make -C firmware BUNDLE=...)"
-            )
-    return link

@@ -1,4 +1,4 @@
-"""The int8 GRU step in a TFLite interpreter, addressed by tensor name.
+"""The one step interpreter: the int8 GRU step run by tensor name, on any backend.
 
 ::
 
@@ -9,16 +9,14 @@
     states = step.zero_states()
     states, y = step.run(x, states)       # x: int8 (1, k*C); states: [int8 (1, U), ...]
 
-Backends:
+Backends (:mod:`edge_runtime.backends`): ``litert`` (ai-edge-litert, built-in
+kernels: the reference the host parity check uses), ``xnnpack`` (ai-edge-litert
+with its default XNNPACK delegate), ``auto`` (the built-in kernels of whichever
+interpreter runs the model), ``tflm`` (the TFLM kernels through ``tflite_micro``)
+and ``engine`` (the bundle's exported C engine built for this host). Every row of
+the parity table, the device checks and the Pi runtime run through this class.
 
-- ``"litert"``: ai-edge-litert with its built-in kernels
-  (``OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES``), the reference the host
-  parity check uses;
-- ``"xnnpack"``: ai-edge-litert as it runs by default (XNNPACK delegate);
-- ``"auto"``: the built-in kernels of whichever interpreter runs the model
-  (ai-edge-litert here, or ``tflite_runtime`` in a worker, see below).
-
-Where the interpreter runs: in this process with ai-edge-litert when it is
+Where a LiteRT interpreter runs: in this process with ai-edge-litert when it is
 importable and no other Python is named; otherwise in a worker process
 (:mod:`edge_runtime.worker`, one per interpreter) started with the Python named
 by ``python=`` (``--interpreter-python``) or the environment variable
@@ -28,27 +26,30 @@ The worker speaks a small binary protocol over pipes;
 :meth:`StepInterpreter.close` (or exit) stops it, and a failing worker raises
 :class:`InterpreterError` naming the child and quoting its stderr.
 
-Tensors are found by name: the model's signature when the interpreter exposes
-it, else the tensor names recorded by the quantize stage
+Tensors are found by name: the model's signature when the backend exposes it,
+else the tensor names recorded by the quantize stage
 (``manifest["quantization"]["step"]``), else the logical name at the end of a
-tensor name (``serving_default_x:0`` -> ``x``). Every tensor found is checked
-against the manifest (shape, int8, scale, zero point) before the first step.
+tensor name (``serving_default_x:0`` -> ``x``). With the manifest's section every
+tensor found is checked against it (shape, int8, scale, zero point) before the
+first step.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
+from edge_runtime.backends import LITERT_BACKENDS, Backend, Step, canonical
 from edge_runtime.bundle import Bundle
 from edge_runtime.worker import ENV_PYTHON, WorkerClient
 
@@ -62,8 +63,8 @@ __all__ = [
     "worker_python",
 ]
 
-BACKENDS = ("litert", "xnnpack", "auto")
-STEP_FILE = "step_int8.tflite"
+BACKENDS = ("litert", "xnnpack", "auto", "tflm", "engine")
+STEP_FILE = contract.STEP_MODEL
 # Scales are stored as float32 in the model and as float64 in the manifest.
 SCALE_RTOL = 1e-6
 
@@ -149,76 +150,6 @@ INTERPRETER_PYTHON_HELP = (
 )
 
 
-class _Remote:
-    """A worker seen through the few interpreter calls the loader needs."""
-
-    def __init__(self, client: WorkerClient) -> None:
-        self.client = client
-        self.info = client.info
-
-    def get_input_details(self) -> list[dict[str, Any]]:
-        return list(self.info["inputs"])
-
-    def get_output_details(self) -> list[dict[str, Any]]:
-        return list(self.info["outputs"])
-
-    def _get_full_signature_list(self) -> dict[str, dict[str, dict[str, int]]]:
-        sig = self.info.get("signature") or {}
-        return {"worker": sig} if sig.get("inputs") or sig.get("outputs") else {}
-
-
-def _make_remote(
-    python: str, model_content: bytes, backend: str, num_threads: int | None
-) -> tuple[_Remote, str]:
-    if backend not in BACKENDS:
-        raise InterpreterError(f"backend: expected one of {BACKENDS}, found {backend!r}")
-    client = WorkerClient(
-        python, model_content, backend=backend, num_threads=num_threads, error=InterpreterError
-    )
-    return _Remote(client), _label(backend, client.info.get("library")) + "_worker"
-
-
-def _label(backend: str, lib: str | None) -> str:
-    if backend == "xnnpack":
-        return "litert_xnnpack"
-    return "litert" if lib == "ai_edge_litert" else "tflite_runtime"
-
-
-def _make(model_content: bytes, backend: str, num_threads: int | None) -> tuple[Any, str]:
-    """In this process: only reached when ai_edge_litert imports (see :func:`worker_python`)."""
-    if backend not in BACKENDS:
-        raise InterpreterError(f"backend: expected one of {BACKENDS}, found {backend!r}")
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kw: dict[str, Any] = {"model_content": model_content}
-    if num_threads is not None:
-        kw["num_threads"] = int(num_threads)
-    kw["experimental_op_resolver_type"] = (
-        OpResolverType.AUTO
-        if backend == "xnnpack"
-        else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    try:
-        it = Interpreter(**kw)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise InterpreterError(f"{STEP_FILE}: the interpreter refused the model: {e}") from None
-    return it, _label(backend, "ai_edge_litert")
-
-
-def _signature_indices(it: Any) -> dict[str, dict[str, int]]:
-    """``{"inputs": {name: index}, "outputs": {...}}`` of the first signature, if exposed."""
-    with contextlib.suppress(Exception):
-        sigs = it._get_full_signature_list()
-        if sigs:
-            sig = next(iter(sigs.values()))
-            return {
-                "inputs": {str(k): int(v) for k, v in sig.get("inputs", {}).items()},
-                "outputs": {str(k): int(v) for k, v in sig.get("outputs", {}).items()},
-            }
-    return {"inputs": {}, "outputs": {}}
-
-
 def _resolve(
     details: list[dict[str, Any]],
     names: list[str],
@@ -281,13 +212,47 @@ def _resolve(
     return specs
 
 
-class StepInterpreter:
-    """One int8 step model, run by logical tensor name with a fixed, minimal call sequence.
+def _open_backend(
+    model_content: bytes,
+    backend: str,
+    *,
+    num_threads: int | None,
+    python: str | None,
+    engine: tuple[Path, str] | None,
+) -> Backend:
+    """Load the model into ``backend`` (a canonical name); errors become InterpreterError."""
+    if backend in LITERT_BACKENDS and python is not None:
+        from edge_runtime.backends.remote import Remote
 
-    ``step`` is the manifest's ``quantization.step`` section (names, shapes,
-    scales and zero points the quantize stage recorded); the model must agree
-    with it. ``python``: run the model in a worker under that Python (see the
-    module doc).
+        return Remote(python, model_content, backend, num_threads, InterpreterError)
+    try:
+        if backend in LITERT_BACKENDS:
+            from edge_runtime.backends.litert import LiteRT
+
+            return LiteRT(model_content, backend, num_threads)
+        if backend == "tflm":
+            from edge_runtime.backends.tflm import Tflm
+
+            return Tflm(model_content)
+        from edge_runtime.backends.c_engine import CEngine
+
+        if engine is None:
+            raise InterpreterError("backend 'engine' needs the export folder and prefix")
+        return CEngine(model_content, *engine)
+    except (ValueError, RuntimeError) as e:
+        if isinstance(e, InterpreterError):
+            raise
+        raise InterpreterError(f"{STEP_FILE}: backend {backend} refused the model: {e}") from None
+
+
+class StepInterpreter:
+    """One int8 step model on one backend, run by logical tensor name with a fixed call.
+
+    ``step`` is the manifest's ``quantization.step`` section (names, shapes, scales
+    and zero points the quantize stage recorded); the model must agree with it.
+    Without it (a model not yet in a bundle) the names are found in the model alone.
+    ``python``: run a LiteRT backend in a worker under that Python (see the module
+    doc). ``engine``: ``(export folder, prefix)`` for the ``engine`` backend.
 
     The streaming call is ``y = interp.step(x, states)``: ``states`` (a list)
     is replaced in place by the new states, ``y`` is a fresh int8 ``(1, n_out)``
@@ -297,135 +262,65 @@ class StepInterpreter:
     def __init__(
         self,
         model_content: bytes,
-        step: dict[str, Any],
+        step: dict[str, Any] | None = None,
         *,
         backend: str = "litert",
         num_threads: int | None = None,
         python: str | None = None,
+        engine: tuple[Path, str] | None = None,
     ) -> None:
         try:
-            expected_in: dict[str, dict[str, Any]] = dict(step["inputs"])
-            expected_out: dict[str, dict[str, Any]] = dict(step["outputs"])
-        except (KeyError, TypeError):
-            raise InterpreterError(
-                "manifest quantization.step has no inputs/outputs: run `python -m quantize int8`"
-            ) from None
-        state_pairs = step.get("state", {}).get("names")
-        if state_pairs:
-            self.state_in = [str(a) for a, _ in state_pairs]
-            self.state_out = [str(b) for _, b in state_pairs]
-        else:
-            self.state_in = sorted(n for n in expected_in if n != "x")
-            self.state_out = [n[: -len("_in")] + "_out" for n in self.state_in]
-        if "x" not in expected_in or "y" not in expected_out:
-            raise InterpreterError("manifest quantization.step: inputs need x, outputs need y")
-        self.backend = backend
-        self.python = worker_python(python)
-        self._it: Any
-        if self.python is None:
-            self._it, self.backend_label = _make(model_content, backend, num_threads)
-        else:
-            self._it, self.backend_label = _make_remote(
-                self.python, model_content, backend, num_threads
-            )
+            self.backend = canonical(backend)
+        except ValueError as e:
+            raise InterpreterError(str(e)) from None
+        self.python = worker_python(python) if self.backend in LITERT_BACKENDS else None
+        self._be: Backend = _open_backend(
+            model_content, self.backend, num_threads=num_threads, python=self.python,
+            engine=engine,
+        )  # fmt: skip
+        self.backend_label = self._be.label
         try:
-            sig = _signature_indices(self._it)
-            self.inputs = _resolve(
-                self._it.get_input_details(),
-                ["x", *self.state_in],
-                sig["inputs"],
-                expected_in,
-                "inputs",
+            ins, outs, sig = self._be.details()
+            expected_in, expected_out = _expected(step)
+            if step is None:
+                n_layers = len(ins) - 1
+                expected_in = dict.fromkeys(contract.input_names(n_layers), {})
+                expected_out = dict.fromkeys(contract.output_names(n_layers), {})
+            self.state_in, self.state_out = _state_names(step, expected_in)
+            if contract.X not in expected_in or contract.Y not in expected_out:
+                raise InterpreterError("manifest quantization.step: inputs need x, outputs need y")
+            want_in = {k: v for k, v in expected_in.items() if v}
+            want_out = {k: v for k, v in expected_out.items() if v}
+            names_in = [contract.X, *self.state_in]
+            names_out = [*self.state_out, contract.Y]
+            self.inputs = _resolve(ins, names_in, sig["inputs"], want_in, "inputs")
+            self.outputs = _resolve(outs, names_out, sig["outputs"], want_out, "outputs")
+            self._check_state_pairs()
+            self.step: Step
+            self.step, self.fast_path = self._be.stepper(
+                self.inputs[contract.X].index,
+                [self.inputs[n].index for n in self.state_in],
+                [self.outputs[n].index for n in self.state_out],
+                self.outputs[contract.Y].index,
             )
-            self.outputs = _resolve(
-                self._it.get_output_details(),
-                [*self.state_out, "y"],
-                sig["outputs"],
-                expected_out,
-                "outputs",
-            )
-            for a, b in zip(self.state_in, self.state_out, strict=True):
-                qi, qo = self.inputs[a], self.outputs[b]
-                if (qi.shape, qi.scale, qi.zero_point) != (qo.shape, qo.scale, qo.zero_point):
-                    raise InterpreterError(
-                        f"{STEP_FILE}: {a} and {b} differ in shape or quantization; the runtime "
-                        "carries the state with a plain copy (state mode 'unit')"
-                    )
         except BaseException:
             self.close()
             raise
-        self._x_idx = self.inputs["x"].index
-        self._h_in_idx = [self.inputs[n].index for n in self.state_in]
-        self._h_out_idx = [self.outputs[n].index for n in self.state_out]
-        self._y_idx = self.outputs["y"].index
-        self.step: Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
-        # (set_tensor, get_tensor, invoke, x, h_in, h_out, y) of an in-process
-        # one-state model, for callers that inline ``step``; else None.
-        self.fast_path: tuple[Any, ...] | None = None
-        if isinstance(self._it, _Remote):
-            self.step = self._remote_step()
-        else:
-            self.step = self._local_step()
 
-    def _local_step(self) -> Callable[[np.ndarray, list[np.ndarray]], np.ndarray]:
-        it = self._it
-        set_tensor, get_tensor, invoke = it.set_tensor, it.get_tensor, it.invoke
-        x_idx, y_idx = self._x_idx, self._y_idx
-        if len(self._h_in_idx) == 1:
-            (h_in,), (h_out,) = self._h_in_idx, self._h_out_idx
-            self.fast_path = (set_tensor, get_tensor, invoke, x_idx, h_in, h_out, y_idx)
-
-            def step1(x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
-                set_tensor(x_idx, x)
-                set_tensor(h_in, states[0])
-                invoke()
-                states[0] = get_tensor(h_out)
-                return get_tensor(y_idx)
-
-            return step1
-        pairs = list(enumerate(zip(self._h_in_idx, self._h_out_idx, strict=True)))
-
-        def step(x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
-            set_tensor(x_idx, x)
-            for j, (i, _) in pairs:
-                set_tensor(i, states[j])
-            invoke()
-            for j, (_, o) in pairs:
-                states[j] = get_tensor(o)
-            return get_tensor(y_idx)
-
-        return step
-
-    def _remote_step(self) -> Callable[[np.ndarray, list[np.ndarray]], np.ndarray]:
-        client = self._it.client
-        ins = [self.inputs["x"], *(self.inputs[n] for n in self.state_in)]
-        outs = [*(self.outputs[n] for n in self.state_out), self.outputs["y"]]
-        client.bind([(t.index, t.shape) for t in ins], [t.index for t in outs])
-        cuts: list[tuple[int, int, tuple[int, ...]]] = []
-        off = 0
-        for t in outs:
-            cuts.append((off, t.width, t.shape))
-            off += t.width
-        total = off
-        n_states = len(self.state_in)
-        call = client.step
-        name = client.name
-
-        def step(x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
-            data = call(b"".join([x.tobytes(), *(h.tobytes() for h in states)]))
-            if len(data) != total:
-                raise InterpreterError(f"{name}: {len(data)} output bytes, expected {total}")
-            buf = bytearray(data)  # writable arrays, as get_tensor gives
-            got = [np.frombuffer(buf, np.int8, n, o).reshape(s) for o, n, s in cuts]
-            states[:] = got[:n_states]
-            return got[n_states]
-
-        return step
+    def _check_state_pairs(self) -> None:
+        for a, b in zip(self.state_in, self.state_out, strict=True):
+            qi, qo = self.inputs[a], self.outputs[b]
+            if (qi.shape, qi.scale, qi.zero_point) != (qo.shape, qo.scale, qo.zero_point):
+                raise InterpreterError(
+                    f"{STEP_FILE}: {a} and {b} differ in shape or quantization; the runtime "
+                    "carries the state with a plain copy (state mode 'unit')"
+                )
 
     def close(self) -> None:
-        """Stop the worker process, if the interpreter runs in one (idempotent)."""
-        if isinstance(self._it, _Remote):
-            self._it.client.close()
+        """Release the backend; stops a worker process (idempotent)."""
+        be = getattr(self, "_be", None)
+        if be is not None:
+            be.close()
 
     def __enter__(self) -> StepInterpreter:
         return self
@@ -442,37 +337,48 @@ class StepInterpreter:
         num_threads: int | None = None,
         python: str | None = None,
     ) -> StepInterpreter:
-        """The bundle's ``step_int8.tflite`` (sha256 verified) checked against its manifest."""
+        """The bundle's ``step_int8.tflite`` (sha256 verified) checked against its manifest;
+        for ``backend="engine"`` the bundle's export (``firmware/``) built for this host."""
         q = bundle.manifest.get("quantization") or {}
         if "step" not in q or not bundle.has(STEP_FILE):
             raise InterpreterError(
                 f"{bundle.root}: no {STEP_FILE} in the bundle: run `python -m quantize int8`"
             )
+        engine = None
+        if canonical_or_none(backend) == "engine":
+            from edge_runtime.backends.engine import EngineError, export_of
+
+            try:
+                engine = export_of(bundle.root)
+            except EngineError as e:
+                raise InterpreterError(str(e)) from None
         return cls(
             bundle.read_bytes(STEP_FILE),
             q["step"],
             backend=backend,
             num_threads=num_threads,
             python=python,
+            engine=engine,
         )
 
     @property
     def x(self) -> TensorSpec:
-        return self.inputs["x"]
+        return self.inputs[contract.X]
 
     @property
     def y(self) -> TensorSpec:
-        return self.outputs["y"]
+        return self.outputs[contract.Y]
 
     @property
     def raw(self) -> Any:
-        """The underlying interpreter object (in this process), else None."""
-        return None if isinstance(self._it, _Remote) else self._it
+        """The backend's own object in this process (LiteRT or TFLM interpreter, the C
+        engine), or None for a worker."""
+        return getattr(self._be, "raw", None)
 
     @property
     def worker(self) -> WorkerClient | None:
         """The worker process's client when the interpreter runs in one."""
-        return self._it.client if isinstance(self._it, _Remote) else None
+        return getattr(self._be, "client", None)
 
     def zero_states(self) -> list[np.ndarray]:
         """The int8 encoding of h = 0 for every state input, ``(1, U)`` each."""
@@ -490,3 +396,54 @@ class StepInterpreter:
         new = list(states)
         y = self.step(x, new)
         return new, y
+
+    def chain(self, xs: np.ndarray) -> dict[str, np.ndarray]:
+        """Every step of series ``xs`` ``(N, S, k·C)`` int8, each from a zero state.
+
+        Returns the int8 outputs of every step by name, ``{"h1_out": (N, S, U), …,
+        "y": (N, S, n_out)}``.
+        """
+        xs = np.ascontiguousarray(xs, np.int8)
+        n, s, _ = xs.shape
+        names = [*self.state_out, contract.Y]
+        out = {nm: np.empty((n, s, self.outputs[nm].width), np.int8) for nm in names}
+        step = self.step
+        for w in range(n):
+            states = self.zero_states()
+            for j in range(s):
+                y = step(xs[w, j : j + 1], states)
+                for nm, v in zip(self.state_out, states, strict=True):
+                    out[nm][w, j] = v.reshape(-1)
+                out[contract.Y][w, j] = y.reshape(-1)
+        return out
+
+
+def canonical_or_none(name: str) -> str | None:
+    """:func:`edge_runtime.backends.canonical`, or None for an unknown name."""
+    try:
+        return canonical(name)
+    except ValueError:
+        return None
+
+
+def _expected(
+    step: dict[str, Any] | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    if step is None:
+        return {}, {}
+    try:
+        return dict(step["inputs"]), dict(step["outputs"])
+    except (KeyError, TypeError):
+        raise InterpreterError(
+            "manifest quantization.step has no inputs/outputs: run `python -m quantize int8`"
+        ) from None
+
+
+def _state_names(
+    step: dict[str, Any] | None, expected_in: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    pairs = (step or {}).get("state", {}).get("names")
+    if pairs:
+        return [str(a) for a, _ in pairs], [str(b) for _, b in pairs]
+    ins = sorted(n for n in expected_in if n != contract.X)
+    return ins, [n[: -len("_in")] + "_out" for n in ins]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import anomaly, metrics
+from edge_runtime import anomaly, contract, metrics
 from edge_runtime.bundle import Bundle, BundleError
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "forecast_entry",
 ]
 
-FLOAT_OUTPUTS = "float_outputs.npz"
+FLOAT_OUTPUTS = contract.FLOAT_OUTPUTS
 
 
 def classification_entry(
@@ -122,7 +122,7 @@ class Reference:
                 "entries): run `python -m quantize check`"
             )
         float_y = b.load_npz(FLOAT_OUTPUTS).get("y")
-        ref = b.load_npz("reference.npz") if ref is None else ref
+        ref = b.load_npz(contract.REFERENCE) if ref is None else ref
         if b.task == "classification":
             want = (len(ref["x_counts"]), len(b.manifest["labels"]))
         else:

@@ -54,6 +54,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.contract import round_half_away, round_half_away_fraction
+
 INT16_MIN = -32768
 INT16_MAX = 32767
 INT32_MAX = 2**31 - 1
@@ -200,18 +202,6 @@ def normalize(counts: np.ndarray, scale: Any, mean: Any, std: Any) -> np.ndarray
     return ((counts.astype(np.float64) * scale_c - mean_c) / std_c).astype(np.float32)
 
 
-def round_half_away(x: Any) -> np.ndarray:
-    """Round to the nearest integer, halves away from zero (2.5 -> 3, -2.5 -> -3), float64.
-
-    Exact for every float64: the fractional part is compared with 0.5 rather
-    than adding 0.5 (which can round up values just below a half).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    a = np.abs(x)
-    whole = np.floor(a)
-    return np.copysign(whole + ((a - whole) >= 0.5), x)
-
-
 def quantize_float_reference(
     counts: np.ndarray, scale: Any, mean: Any, std: Any, s_in: float, zero_point: int
 ) -> np.ndarray:
@@ -230,12 +220,6 @@ def quantize_float_reference(
 
 
 # --------------------------------------------------------------------------- integer path
-
-
-def _rhaz_fraction(x: Fraction) -> int:
-    """Round a rational half away from zero."""
-    mag = math.floor(abs(x) + Fraction(1, 2))
-    return mag if x >= 0 else -mag
 
 
 @dataclass(eq=False)
@@ -327,10 +311,10 @@ class InputQuant:
             for m, d in zip(mean, std, strict=True)
         ]
         for shift in range(MAX_SHIFT, MIN_SHIFT - 1, -1):
-            mult = [_rhaz_fraction(r * 2**shift) for r in ratio]
+            mult = [round_half_away_fraction(r * 2**shift) for r in ratio]
             if max(abs(m) for m in mult) > INT32_MAX:
                 continue
-            bias = [_rhaz_fraction(o * 2**shift) for o in offset]
+            bias = [round_half_away_fraction(o * 2**shift) for o in offset]
             if not _fits_int64_py(mult, bias, shift):
                 continue
             return cls(

@@ -1,10 +1,11 @@
-"""Start the reference firmware on an emulated MPS2 board for ``--device qemu:<board>``.
+"""Start the reference firmware on an emulated board for ``--device qemu:<board>``.
 
     with open_qemu_link("build/har", "an386") as dev:   # a DeviceLink
         dev.infer_window(counts)
 
-The ELF is ``<bundle>/firmware/build/mps2-<board>-<opt>/dut.elf`` (``make -C firmware
-BUNDLE=<bundle>``). QEMU's UART0 becomes a TCP server on a free loopback port
+A board is any name :func:`edge_runtime.boards.board` knows (``mps2-an386``, ``an386``
+or ``m4``). The ELF is ``<bundle>/firmware/build/<board>-<opt>/dut.elf`` (``make -C
+firmware BUNDLE=<bundle>``). QEMU's UART0 becomes a TCP server on a free loopback port
 (``-serial tcp:127.0.0.1:PORT,server=on,wait=on,nodelay=on``: the guest starts when
 the link connects) and the link connects with ``socket://127.0.0.1:PORT``. With
 ``-icount shift=0`` one guest instruction takes 1 ns of virtual time, so the firmware's
@@ -22,28 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import boards
+from edge_runtime.contract import FIRMWARE_DIR
 from edge_runtime.device import DeviceError, DeviceLink
 
 QEMU = "qemu-system-arm"
-BOARDS = {
-    "an385": {"machine": "mps2-an385", "cpu": "cortex-m3"},
-    "an386": {"machine": "mps2-an386", "cpu": "cortex-m4"},
-    "an500": {"machine": "mps2-an500", "cpu": "cortex-m7"},
-}
 INSTRUCTIONS_PER_SECOND = 1e9  # -icount shift=0
-
-
-def board_of(name: str) -> str:
-    b = name.removeprefix("mps2-")
-    if b not in BOARDS:
-        raise ValueError(f"board {name!r}: use one of {', '.join(sorted(BOARDS))}")
-    return b
 
 
 def elf_path(bundle: str | Path, board: str, opt: str = "O2") -> Path:
     """Where ``make -C firmware BUNDLE=<bundle>`` puts the DUT ELF for ``board``."""
-    b = board_of(board)
-    return Path(bundle) / "firmware" / "build" / f"{BOARDS[b]['machine']}-{opt}" / "dut.elf"
+    name = boards.board(board).name
+    return Path(bundle) / FIRMWARE_DIR / "build" / f"{name}-{opt}" / "dut.elf"
 
 
 def _free_port() -> int:
@@ -57,8 +48,8 @@ class QemuBoard:
 
     def __init__(self, elf: str | Path, board: str = "an386", *, icount: bool = True) -> None:
         self.elf = Path(elf).resolve()
-        self.board = board_of(board)
-        self.machine = BOARDS[self.board]["machine"]
+        self.board = boards.board(board)
+        self.machine = self.board.name
         self.icount = icount
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None

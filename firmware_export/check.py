@@ -25,49 +25,36 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import anomaly
+from edge_runtime import anomaly, contract
+from edge_runtime.backends import engine
+from edge_runtime.backends.engine import Engine
 from edge_runtime.bundle import Bundle, BundleError, stage_writer
+from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.parity_entry import Reference
 from edge_runtime.preprocess import quantize_counts
-from firmware_export import host
 from firmware_export.export import Prepared, export, prepare
 from firmware_export.lower import run_step
 
 STAGE = "firmware_export"
 
 
-class Tflm:
-    """The step model in the TFLM interpreter, fed by logical tensor."""
-
-    def __init__(self, prep: Prepared) -> None:
-        from tflite_micro import runtime
-
-        self.it = runtime.Interpreter.from_bytes(prep.tflite, arena_size=1 << 20)
-        g = prep.graph
-        self.pos_in = {t: i for i, t in enumerate(g.model.inputs)}
-        self.pos_out = {t: i for i, t in enumerate(g.model.outputs)}
-        self.g = g
-
-    def __call__(self, x: np.ndarray, h: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        g = self.g
-        self.it.set_input(np.asarray(x, np.int8).reshape(1, -1), self.pos_in[g.x])
-        for t, v in zip(g.h_in, h, strict=True):
-            self.it.set_input(np.asarray(v, np.int8).reshape(1, -1), self.pos_in[t])
-        self.it.invoke()
-        y = np.array(self.it.get_output(self.pos_out[g.y])).reshape(-1)
-        return y, [np.array(self.it.get_output(self.pos_out[t])).reshape(-1) for t in g.h_out]
-
-
 def step_inputs(prep: Prepared, counts: np.ndarray) -> np.ndarray:
     """int8 ``x`` of every step over one series ``(T, C)`` of counts: ``(n_steps, k·C)``."""
     m = prep.model
     q = quantize_counts(np.asarray(counts, np.int16), prep.input_quant)
-    pad = np.full((m.kernel - 1, m.channels), m.x_zero_point, np.int8)
-    padded = np.concatenate([pad, q])
-    return np.stack([padded[t : t + m.kernel].reshape(-1) for t in range(0, len(q), m.stride)])
+    return contract.step_inputs(q, m.kernel, m.stride, m.x_zero_point)
 
 
-def diagnose(prep: Prepared, eng: host.Engine, x: np.ndarray, h: list[np.ndarray],
+def tflm_step(
+    tflm: StepInterpreter, x: np.ndarray, h: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One TFLM step on flat arrays: ``y (n_out,)`` and the new states ``[(U,), …]``."""
+    states = [np.asarray(v, np.int8).reshape(1, -1) for v in h]
+    y = tflm.step(np.asarray(x, np.int8).reshape(1, -1), states)
+    return y.reshape(-1), [v.reshape(-1) for v in states]
+
+
+def diagnose(prep: Prepared, eng: Engine, x: np.ndarray, h: list[np.ndarray],
              want_y: np.ndarray, want_h: list[np.ndarray]) -> str:  # fmt: skip
     """Which op first differs, engine vs the numpy model, on one step's inputs."""
     ref = run_step(prep.model, x, h)
@@ -85,7 +72,7 @@ def diagnose(prep: Prepared, eng: host.Engine, x: np.ndarray, h: list[np.ndarray
     return f"engine equals the numpy model op by op; numpy model {'equals' if ref_ok else 'differs from'} TFLM"
 
 
-def _run_series(prep: Prepared, eng: host.Engine, tflm: Tflm, counts: np.ndarray, tag: str,
+def _run_series(prep: Prepared, eng: Engine, tflm: StepInterpreter, counts: np.ndarray, tag: str,
                 stats: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
     """Push one series through the engine (continuing its state) and TFLM; compare every step."""
     xs = step_inputs(prep, counts)
@@ -96,7 +83,7 @@ def _run_series(prep: Prepared, eng: host.Engine, tflm: Tflm, counts: np.ndarray
         if y_e is None:
             continue
         h_e = eng.state()
-        y_t, h_t = tflm(xs[j], h)
+        y_t, h_t = tflm_step(tflm, xs[j], h)
         diffs = [("y", y_e, y_t)] + [
             (f"h{i + 1}", a, b) for i, (a, b) in enumerate(zip(h_e, h_t, strict=True))
         ]
@@ -115,12 +102,12 @@ def _run_series(prep: Prepared, eng: host.Engine, tflm: Tflm, counts: np.ndarray
     return ys, eng.state()
 
 
-def eng_debug(stats: dict[str, Any]) -> host.Engine:
+def eng_debug(stats: dict[str, Any]) -> Engine:
     return stats["debug_engine"]
 
 
 def host_us_per_step(
-    eng: host.Engine, series: np.ndarray, stride: int, *, budget_s: float = 1.0, min_calls: int = 5
+    eng: Engine, series: np.ndarray, stride: int, *, budget_s: float = 1.0, min_calls: int = 5
 ) -> float:
     """Median over ``tg_window`` calls (one ctypes call per window or series) of the call's
     wall time divided by its steps, in µs, on this host.
@@ -139,7 +126,7 @@ def host_us_per_step(
     return float(np.median(times)) / steps * 1e6
 
 
-def _backend_entry(bundle: Bundle, eng: host.Engine, prep: Prepared, y: np.ndarray,
+def _backend_entry(bundle: Bundle, eng: Engine, prep: Prepared, y: np.ndarray,
                    prefix: str, model_bytes: int, ram_bytes: int,
                    sizes_from: str) -> dict[str, Any]:  # fmt: skip
     """The host engine's outputs as a parity entry (raises BundleError without float_outputs.npz)."""
@@ -172,11 +159,11 @@ def check(
     prep = prepare(bundle)
     m = prep.model
     fw = Path(result["out"])
-    eng = host.load(fw, result["prefix"], m)
+    eng = engine.load(fw, result["prefix"])
     stats: dict[str, Any] = {"mismatches": 0, "steps": 0, "first": None}
-    stats["debug_engine"] = host.load(fw, result["prefix"], m, debug=True)
-    tflm = Tflm(prep)
-    ref = bundle.load_npz("reference.npz")
+    stats["debug_engine"] = engine.load(fw, result["prefix"], debug=True)
+    tflm = StepInterpreter.from_bundle(bundle, backend="tflm")
+    ref = bundle.load_npz(contract.REFERENCE)
     report: dict[str, Any] = {"prefix": result["prefix"], "tolerance": 0}
     arrays: dict[str, np.ndarray] = {}
     if "x_counts" in ref:
@@ -258,6 +245,6 @@ def check(
         "step_model_sha256": prep.sha256,
     })  # fmt: skip
     with stage_writer(bundle_dir, STAGE, config={"prefix": result["prefix"]}) as w:
-        w.write_npz("engine_outputs.npz", **arrays)
+        w.write_npz(contract.ENGINE_OUTPUTS, **arrays)
         w.write_json("reports/engine.json", report)
     return report

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant
+from edge_runtime.tflite_reader import read_model
 from firmware_export import codegen
 from firmware_export.cbuild import ENGINE_DIR
 from firmware_export.lower import SPARSE_MODES, Lowered, lower
 from firmware_export.pattern import StepGraph, match
-from edge_runtime.tflite_reader import read_model
 
-STEP_MODEL = "step_int8.tflite"
+STEP_MODEL = contract.STEP_MODEL
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 

@@ -1,8 +1,9 @@
 """Instructions per MAC of the engine's matrix kernels on emulated Cortex-M3/M4/M7.
 
-The program in ``kbench/`` links the exported engine and model data with the MPS2
-board support and runs, under qemu-system-arm with ``-icount shift=0`` (one
-instruction = 1 ns of virtual time; figures are instructions, not cycles):
+The ``kbench`` program of ``firmware/Makefile`` (``firmware/kbench/``, built with the
+board's support and the exported engine and model data) runs, under qemu-system-arm
+with ``-icount shift=0`` (one instruction = 1 ns of virtual time; figures are
+instructions, not cycles):
 
 - every FULLY_CONNECTED call of the model's steps (front end, per GRU layer gx and
   gh, head) on its real inputs: the first ``steps`` steps of the first reference
@@ -45,10 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.boards import BOARDS, Board, board
 from firmware_export import qemu
 
-KBENCH_DIR = Path(__file__).resolve().parent / "kbench"
-CACHE = qemu.ROOT / "build" / "cache" / "kbench"
 MAGIC_IN, MAGIC_OUT = 0x424B4754, 0x4F4B4754
 SPIN = 200_000  # iterations of the 2-instruction calibration loop
 EXIT_CODES = {2: "semihosting open failed", 3: "semihosting read failed",
@@ -58,20 +58,34 @@ EXIT_CODES = {2: "semihosting open failed", 3: "semihosting read failed",
 
 @dataclass(frozen=True)
 class Core:
-    """One emulated core and engine build."""
+    """One emulated board and engine build: the board's own, or its portable C path."""
 
     name: str
-    machine: str
-    cpu: str
-    dsp: bool  # the SMLAD path of the FC kernels is compiled in
-    flags: tuple[str, ...] = ()
+    board: Board
+    portable: bool = False  # -DTG_NO_DSP: the portable C path on a core with DSP
+
+    @property
+    def machine(self) -> str:
+        return self.board.name
+
+    @property
+    def cpu(self) -> str:
+        return self.board.cpu
+
+    @property
+    def dsp(self) -> bool:
+        """The SMLAD path of the FC kernels is compiled in."""
+        return self.board.dsp and not self.portable
+
+    @property
+    def make_options(self) -> tuple[str, ...]:
+        return ("DSP=0",) if self.portable else ()
 
 
+# every board by its core, and the Cortex-M4's portable build (a build option, not a board)
 CORES = {
-    "m3": Core("m3", "mps2-an385", "cortex-m3", False),
-    "m4": Core("m4", "mps2-an386", "cortex-m4", True),
-    "m4-portable": Core("m4-portable", "mps2-an386", "cortex-m4", False, ("-DTG_NO_DSP",)),
-    "m7": Core("m7", "mps2-an500", "cortex-m7", True),
+    **{b.core: Core(b.core, b) for b in BOARDS},
+    "m4-portable": Core("m4-portable", board("m4"), portable=True),
 }
 DEFAULT_CORES = ("m3", "m4", "m4-portable", "m7")
 SPARSE_MODES = ("never", "always")
@@ -89,23 +103,10 @@ def fc_layers(model: Any) -> list[tuple[str, Any]]:
 
 
 def build(firmware_dir: str | Path, prefix: str, core: str) -> Path:
-    """Compile and link the benchmark ELF of an export for ``core`` (cached); its path."""
+    """The benchmark ELF of an export for ``core`` (``firmware/Makefile``, cached); its path."""
     c = CORES[core]
-    fw = Path(firmware_dir).resolve()
-    P = prefix.upper()
-    board = qemu.BOARD_DIR
-    target = qemu.TARGET_DIR
-    sources = [board / "startup.c", target / "semihost.c", *sorted(KBENCH_DIR.glob("*.c")),
-               *sorted((fw / "engine").glob("*.c")), fw / f"{prefix}_model.c"]  # fmt: skip
-    headers = [board / "board.h", target / "harness.h", target / "semihost.h", *sorted(KBENCH_DIR.glob("*.h")),
-               *sorted((fw / "engine").glob("*.h")), fw / f"{prefix}_model.h"]  # fmt: skip
-    flags = [*qemu.CFLAGS, f"-mcpu={c.cpu}", *c.flags,
-             f"-DTGT_MODEL_H=\"{prefix}_model.h\"", f"-DTGT_MODEL={prefix}_model",
-             f"-DTGT_STATE_BYTES={P}_STATE_BYTES", f"-DTGT_SCRATCH_BYTES={P}_SCRATCH_BYTES",
-             f"-I{fw}", f"-I{fw / 'engine'}", f"-I{KBENCH_DIR}", f"-I{target}", f"-I{board}",
-             "-DBOARD_SEMIHOST_EXIT"]  # fmt: skip
-    ld = [*qemu.LDFLAGS, f"-T{board / 'mps2.ld'}"]
-    return qemu.link_cached(sources, [*headers, board / "mps2.ld"], flags, ld, CACHE, "kbench")
+    return qemu.build_program("kbench", firmware_dir, c.machine, prefix=prefix,
+                              options=c.make_options)  # fmt: skip
 
 
 @dataclass

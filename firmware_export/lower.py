@@ -200,8 +200,6 @@ def lower(g: StepGraph, channels: int, kernel: int, stride: int) -> Lowered:
 # ----------------------------------------------------------------------------------
 # numpy evaluation of the lowered model, every intermediate kept (op order of the C engine)
 
-GATE_OPS = ("gx", "gh", "zr_add", "sigmoid", "r_mul", "h_add", "tanh", "h_sub", "z_mul", "out_add")
-
 
 def gru_step(p: Gru, x: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
     """One layer step; returns each op's output by role (``out_add`` is the new state)."""

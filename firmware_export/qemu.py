@@ -1,10 +1,12 @@
-"""The engine on emulated MPS2 boards: Cortex-M4 (``mps2-an386``), Cortex-M3 without
-DSP (``mps2-an385``, the portable C path) and Cortex-M7 (``mps2-an500``).
+"""The engine on emulated boards: Cortex-M4 (``mps2-an386``), Cortex-M3 without DSP
+(``mps2-an385``, the portable C path) and Cortex-M7 (``mps2-an500``), as
+:mod:`edge_runtime.boards` names them (``m4``, ``an386`` or ``mps2-an386``).
 
-``build_firmware`` links the exported engine, the generated model data, the MPS2
-board support in ``firmware/board/mps2/`` (startup, linker script) and the program
-in ``engine/target/`` (semihosting calls) with
-arm-none-eabi-gcc ``-O2``; the ELF is cached under ``build/cache/qemu/<sha256>/``.
+``build_firmware`` has ``firmware/Makefile`` build its ``runner`` program (the
+runner in ``firmware/runner/``, the board's support, the exported engine and model
+data) at ``-O2``; :func:`build_program` keeps every ELF it builds under
+``build/cache/<program>/<sha256>/`` (the key: compiler version, the Makefile's flags
+and the names and contents of the files it lists as inputs).
 ``run`` writes the windows to ``tg_in.bin`` in a temporary folder, boots the ELF in
 qemu-system-arm with semihosting and ``-icount shift=0`` (one instruction = 1 ns
 of virtual time) and reads ``tg_out.bin``: per window the head output, the final
@@ -18,42 +20,44 @@ sample by sample with the state carried and returns every step instead.
 compares the emulated engine with the host engine on the bundle's reference windows;
 ``--report`` runs all of them (or N; a forecaster's whole test series, state
 carried), compares them with ``engine_outputs.npz`` at tolerance 0 and writes
-``reports/mcu_<target>.json`` (:func:`mcu_report`): mismatches, instructions per
-step and window, peak stack and ``backend``, the parity entry of the emulator's
-own outputs (:mod:`edge_runtime.parity_entry`). Exits non-zero on any mismatch.
+``reports/mcu_<target>.json`` (:func:`mcu_report`; ``<target>`` is the board's core,
+``m4``): mismatches, instructions per step and window, peak stack and ``backend``,
+the parity entry of the emulator's own outputs (:mod:`edge_runtime.parity_entry`).
+Exits non-zero on any mismatch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_runtime import boards
+
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_DIR = Path(__file__).resolve().parent / "engine" / "target"
-BOARD_DIR = ROOT / "firmware" / "board" / "mps2"
-CACHE = ROOT / "build" / "cache" / "qemu"
+FIRMWARE = ROOT / "firmware"  # the Makefile of every Cortex-M program
+CACHE = ROOT / "build" / "cache"
 CC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
+MAKE = "make"
 
-TARGETS = {
-    "m4": {"machine": "mps2-an386", "cpu": "cortex-m4"},
-    "m3": {"machine": "mps2-an385", "cpu": "cortex-m3"},
-    "m7": {"machine": "mps2-an500", "cpu": "cortex-m7"},
-}
-CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-mthumb", "-mfloat-abi=soft",
-          "-ffunction-sections", "-fdata-sections")  # fmt: skip
-LDFLAGS = ("--specs=nano.specs", "-nostartfiles", "-Wl,--gc-sections")
+# a board's core (its report name, mcu_m4.json) -> its QEMU machine and CPU
+TARGETS = {b.core: {"machine": b.name, "cpu": b.cpu} for b in boards.BOARDS}
+DEFAULT_TARGETS = ("m4", "m3")  # the mcu stage's reports (mcu_m4.json, mcu_m3.json)
+MCU_TARGET_ARGS = tuple(a for t in DEFAULT_TARGETS for a in ("--target", t))
 SYSTICK_HZ = 25_000_000
 INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: 1 instruction = 1 ns
 SERIES_PIECE = 500  # samples per window cut from a forecast bundle's series
@@ -62,6 +66,11 @@ MAGIC_SERIES_IN, MAGIC_SERIES_OUT = 0x53494754, 0x534F4754  # "TGIS", "TGOS": se
 EXIT_CODES = {2: "semihosting open failed", 3: "semihosting read failed",
               4: "bad input header (channels or window too large)", 5: "tg_stream_init failed",
               6: "semihosting write failed", 0x7F: "CPU fault"}  # fmt: skip
+
+
+def target_name(name: str) -> str:
+    """The report name of a board (``mps2-an386``, ``an386`` or ``m4``): its core, ``m4``."""
+    return boards.board(name).core
 
 
 def missing_tools() -> str | None:
@@ -93,51 +102,84 @@ def _firmware_of(bundle_dir: str | Path) -> tuple[Path, str]:
 
 
 def build_firmware(firmware_dir: str | Path, prefix: str, target: str = "m4") -> Path:
-    """Compile and link the firmware ELF for ``target`` (cached); returns its path."""
-    if target not in TARGETS:
-        raise ValueError(f"target {target!r}: use one of {sorted(TARGETS)}")
-    fw = Path(firmware_dir).resolve()
-    P = prefix.upper()
-    sources = [BOARD_DIR / "startup.c", *sorted(TARGET_DIR.glob("*.c")),
-               *sorted((fw / "engine").glob("*.c")), fw / f"{prefix}_model.c"]  # fmt: skip
-    headers = [BOARD_DIR / "board.h", *sorted(TARGET_DIR.glob("*.h")),
-               *sorted((fw / "engine").glob("*.h")), fw / f"{prefix}_model.h"]  # fmt: skip
-    flags = [*CFLAGS, f"-mcpu={TARGETS[target]['cpu']}",
-             f"-DTGT_MODEL_H=\"{prefix}_model.h\"", f"-DTGT_MODEL={prefix}_model",
-             f"-DTGT_STATE_BYTES={P}_STATE_BYTES", f"-DTGT_SCRATCH_BYTES={P}_SCRATCH_BYTES",
-             f"-I{fw}", f"-I{fw / 'engine'}", f"-I{TARGET_DIR}", f"-I{BOARD_DIR}",
-             "-DBOARD_SEMIHOST_EXIT"]  # fmt: skip
-    ld = [*LDFLAGS, f"-T{BOARD_DIR / 'mps2.ld'}"]
-    return link_cached(sources, [*headers, BOARD_DIR / "mps2.ld"], flags, ld, CACHE, "fw")
+    """The runner ELF of the export in ``firmware_dir`` for board ``target`` (cached)."""
+    return build_program("runner", firmware_dir, target, prefix=prefix)
 
 
-def link_cached(
-    sources: list[Path], deps: list[Path], flags: list[str], ld: list[str], cache: Path, name: str
+class BuildError(RuntimeError):
+    """``firmware/Makefile`` failed; the message leads with its first error line."""
+
+    def __init__(self, cmd: list[str], output: str) -> None:
+        lines = [x.strip() for x in output.splitlines() if x.strip()]
+        first = next((x for x in lines if "error" in x.lower()), lines[-1] if lines else "")
+        super().__init__(f"{first} (make -C firmware {' '.join(cmd[6:])})")
+        self.cmd, self.output = cmd, output
+
+
+def _make(args: Sequence[str]) -> str:
+    # PYTHON: the Makefile reads the board table and the export's files.json with it
+    cmd = [MAKE, "-s", "--no-print-directory", "-C", str(FIRMWARE), f"PYTHON={sys.executable}"]
+    cmd += args
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(cmd, proc.stderr + proc.stdout)
+    return proc.stdout
+
+
+def _input_name(path: Path, fw: Path) -> str:
+    """A build input's name in the cache key: its path in the export or in firmware/."""
+    for base in (fw, FIRMWARE):
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix()
+    return str(path)
+
+
+def build_program(
+    program: str,
+    firmware_dir: str | Path,
+    board: str,
+    *,
+    prefix: str | None = None,
+    options: Sequence[str] = (),
 ) -> Path:
-    """Compile ``sources`` with ``flags`` and link with ``ld`` into ``cache/<key>/<name>.elf``,
-    unless it is there: the key hashes the compiler version, the flags and the names and
-    contents of the sources and ``deps`` (headers, linker script)."""
+    """Have ``firmware/Makefile`` build ``program`` (``runner``, ``kbench``) of the export in
+    ``firmware_dir`` for ``board`` with make ``options`` (``DSP=0``); returns the ELF.
+
+    Cached in ``build/cache/<program>/<key>/``: the key hashes the compiler version, the
+    program, board and options, the flags the Makefile compiles with and the contents of
+    every file it lists as the build's inputs (``make inputs``), each named by its path
+    in the export or in ``firmware/``, so an export in another folder with the same files
+    reuses the ELF. ``prefix``, when given, must be the export's. A failed build raises
+    :class:`BuildError`.
+    """
+    fw = Path(firmware_dir).resolve()
+    name = boards.board(board).name
+    args = [f"FW={fw}", f"BOARD={name}", *options]
+    inputs = _make(["inputs", f"PROGRAM={program}", *args])
+    lines = dict(line.split(" ", 1) for line in inputs.splitlines() if " " in line)
+    got = lines.get("prefix")
+    if prefix is not None and got != prefix:
+        raise ValueError(f"{fw / 'files.json'}: prefix {got!r}, expected {prefix!r}")
     h = hashlib.sha256()
-    h.update(
-        subprocess.run(
-            [CC, "--version"], capture_output=True, text=True, check=True
-        ).stdout.encode()
-    )
-    h.update("\0".join([*flags, *ld]).encode())
-    for p in [*sources, *deps]:
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    out_dir = cache / h.hexdigest()
-    elf = out_dir / f"{name}.elf"
+    cc = subprocess.run([CC, "--version"], capture_output=True, text=True, check=True)
+    h.update(cc.stdout.encode())
+    h.update("\0".join([program, name, *options, lines["cflags"], lines["ldflags"]]).encode())
+    for f in lines["files"].split():
+        p = Path(f)
+        h.update(_input_name(p, fw).encode() + b"\0" + p.read_bytes())
+    out_dir = CACHE / program / h.hexdigest()
+    elf = out_dir / f"{program}.elf"
     if elf.is_file():
         return elf
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f"{name}.{id(flags)}.elf.tmp"
-    cmd = [CC, *flags, *map(str, sources), *ld, "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise subprocess.CalledProcessError(proc.returncode, cmd, proc.stdout, proc.stderr)
-    tmp.replace(elf)
+    try:
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix="tmp.") as tmp:
+            _make([program, *args, f"OUT={tmp}"])
+            os.replace(Path(tmp) / f"{program}.elf", elf)  # atomic: all or nothing is seen
+    except BuildError:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()  # nothing cached for a failed build (unless another run made it)
+        raise
     return elf
 
 
@@ -179,7 +221,7 @@ def run_elf(
     w = np.ascontiguousarray(windows, np.int16)
     if w.ndim != 3:
         raise ValueError(f"windows must be (n, samples, channels), got shape {w.shape}")
-    machine = TARGETS[target]["machine"]
+    machine = boards.board(target).name
     magic_in, magic_out = (MAGIC_SERIES_IN, MAGIC_SERIES_OUT) if series else (MAGIC_IN, MAGIC_OUT)
     head = np.array([magic_in, *w.shape], "<u4").tobytes()
     data = boot(elf, machine, "tg_in.bin", head + w.astype("<i2").tobytes(), "tg_out.bin", timeout)
@@ -199,7 +241,7 @@ def run_elf(
     peak = int(np.frombuffer(data[-4:], "<u4")[0])
     return QemuResult(y=r["y"].copy(), h=r["h"].copy(), status=r["status"].copy(),
                       instructions=r["ticks"].astype(np.int64) * INSTRUCTIONS_PER_TICK,
-                      peak_stack_bytes=peak, target=target, machine=machine)  # fmt: skip
+                      peak_stack_bytes=peak, target=target_name(target), machine=machine)  # fmt: skip
 
 
 def run(
@@ -240,7 +282,7 @@ def compare_with_host(bundle_dir: str | Path, target: str, n_windows: int | None
     want_y, want_h = host.load(fw, prefix, m).windows(windows)
     res = run(bundle_dir, target, windows)
     return {
-        "target": target, "machine": res.machine, "windows": len(windows),
+        "target": res.target, "machine": res.machine, "windows": len(windows),
         "y_mismatches": int((res.y != want_y).sum()),
         "h_mismatches": int((res.h != want_h).sum()),
         "instructions_per_window": int(np.median(res.instructions)),
@@ -333,7 +375,7 @@ def mcu_report(
     if bad_status:
         total += bad_status
         first = first or f"status: {bad_status} runs did not end with TG_OUTPUT_READY"
-    machine, cpu = res.machine, TARGETS[target]["cpu"]
+    machine, cpu = res.machine, boards.board(target).cpu
     entry = ref.entry(
         res.y,
         description=f"tinygru C engine on {cpu} ({machine} in QEMU, arm-none-eabi-gcc -O2)",
@@ -347,7 +389,7 @@ def mcu_report(
         "instructions_per_step": per_step,
     })  # fmt: skip
     return {
-        "target": target,
+        "target": res.target,
         "machine": machine,
         "cpu": cpu,
         "mode": "window" if classify else "series",
@@ -385,11 +427,19 @@ def write_reports(
             w.write_json(f"reports/mcu_{r['target']}.json", r)
 
 
+def _target(name: str) -> str:
+    try:
+        return target_name(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m firmware_export qemu")
     parser.add_argument("--bundle", required=True)
-    parser.add_argument("--target", choices=sorted(TARGETS), action="append",
-                        help="repeatable (default: m4 and m3)")  # fmt: skip
+    parser.add_argument("--target", type=_target, action="append",
+                        help="a board: m4, an386 or mps2-an386, ... (repeatable; default: "
+                        f"{' and '.join(DEFAULT_TARGETS)})")  # fmt: skip
     parser.add_argument("--windows", type=int, default=None,
                         help="first N reference windows (classifiers; default all with --report)")  # fmt: skip
     parser.add_argument("--report", action="store_true",
@@ -401,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(f"firmware_export qemu: {why}", file=sys.stderr)
         return 1
-    targets = ns.target or ["m4", "m3"]
+    targets = ns.target or list(DEFAULT_TARGETS)
     if ns.report:
         return _main_report(ns.bundle, targets, ns.windows)
     bad = 0

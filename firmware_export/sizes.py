@@ -1,7 +1,7 @@
 """Flash, RAM and stack of the exported engine on a Cortex-M4, and the no-heap/no-float proof.
 
-Every engine source and the generated ``<prefix>_model.c`` are compiled on their own
-with ``arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16
+Every engine source of the export (as its ``files.json`` lists them) and the generated
+``<prefix>_model.c`` are compiled on their own with ``arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16
 -Os -ffunction-sections -fdata-sections -fstack-usage -fcallgraph-info=su -c``
 (hard float on purpose: any float in the engine would then show up as VFP
 instructions, any double as an ``__aeabi_d*`` call).
@@ -39,9 +39,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.boards import board
+
 TOOLS = {"cc": "arm-none-eabi-gcc", "nm": "arm-none-eabi-nm", "size": "arm-none-eabi-size",
          "objdump": "arm-none-eabi-objdump"}  # fmt: skip
-CFLAGS = ("-std=c99", "-Os", "-Wall", "-Wextra", "-Werror", "-mcpu=cortex-m4", "-mthumb",
+CFLAGS = ("-std=c99", "-Os", "-Wall", "-Wextra", "-Werror", f"-mcpu={board('m4').cpu}", "-mthumb",
           "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-ffunction-sections", "-fdata-sections",
           "-fstack-usage", "-fcallgraph-info=su")  # fmt: skip
 ENTRY_POINTS = ("tg_window", "tg_push_sample")
@@ -156,12 +158,25 @@ def _header_define(header: Path, name: str) -> int:
     return int(m.group(1))
 
 
+def engine_sources(firmware_dir: str | Path) -> list[Path]:
+    """The engine's ``.c`` files of an export, as its ``files.json`` lists them (a file an
+    older export left in ``engine/`` is not part of it)."""
+    fw = Path(firmware_dir)
+    index = fw / "files.json"
+    try:
+        files = json.loads(index.read_text())["files"]
+        paths = [f["path"] for f in files]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: not an export's file list ({e}): run the export") from e
+    return sorted(fw / p for p in paths if p.startswith("engine/") and p.endswith(".c"))
+
+
 def firmware_sizes(
     firmware_dir: str | Path, prefix: str, work: Path | None = None
 ) -> dict[str, Any]:
-    """Sizes and checks of ``firmware_dir`` (an export: engine/ + <prefix>_model.*)."""
+    """Sizes and checks of ``firmware_dir`` (an export: files.json, engine/, <prefix>_model.*)."""
     fw = Path(firmware_dir).resolve()
-    engine_srcs = sorted((fw / "engine").glob("*.c"))
+    engine_srcs = engine_sources(fw)
     model_src = fw / f"{prefix}_model.c"
     with tempfile.TemporaryDirectory(prefix="tg_sizes_") as tmp:
         d = Path(work) if work is not None else Path(tmp)

@@ -43,9 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
+
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW_FILE = "window_int8.tflite"
-STEP_FILE = "step_int8.tflite"
+WINDOW_FILE = contract.WINDOW_MODEL
+STEP_FILE = contract.STEP_MODEL
 REPORT = "reports/bench.json"
 REPORT_MD = "reports/bench.md"
 RUNTIME_REPORT = "reports/runtime_bench.json"
@@ -88,52 +90,44 @@ def _step_inputs(bundle_dir: Path) -> tuple[Any, np.ndarray]:
 
     b = Bundle.open(bundle_dir)
     prep = prepare(b)
-    ref = b.load_npz("reference.npz")
+    ref = b.load_npz(contract.REFERENCE)
     series = ref["x_counts"][:8].reshape(-1, prep.model.channels) if "x_counts" in ref else (
         ref["series_counts"][:1024])  # fmt: skip
     return prep, step_inputs(prep, series)
 
 
-def host_tflm(prep: Any, xs: np.ndarray, budget: float) -> dict[str, Any]:
-    """Bare loop on the TFLM interpreter: set x and the states, invoke, read states and y."""
-    from firmware_export.check import Tflm
+def host_tflm(bundle_dir: Path, xs: np.ndarray, budget: float) -> dict[str, Any]:
+    """Bare loop on the TFLM interpreter (the step interpreter's ``tflm`` backend): set x
+    and the states, invoke, read states and y."""
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.interpreter import StepInterpreter
 
-    t = Tflm(prep)
-    it, g = t.it, t.g
-    x_pos = t.pos_in[g.x]
-    h_in = [t.pos_in[n] for n in g.h_in]
-    h_out = [t.pos_out[n] for n in g.h_out]
-    y_pos = t.pos_out[g.y]
+    interp = StepInterpreter.from_bundle(Bundle.open(bundle_dir), backend="tflm")
     xs2 = [np.ascontiguousarray(x.reshape(1, -1)) for x in xs]
-    states = [np.zeros((1, u), np.int8) for u in prep.model.units]
+    states = interp.zero_states()
+    step = interp.step
 
-    def step(i: int) -> None:
-        nonlocal states
-        it.set_input(xs2[i], x_pos)
-        for pos, h in zip(h_in, states, strict=True):
-            it.set_input(h, pos)
-        it.invoke()
-        states = [it.get_output(pos) for pos in h_out]
-        it.get_output(y_pos)
+    def one(i: int) -> None:
+        step(xs2[i], states)
 
-    return _loop(step, len(xs2), budget)
+    return _loop(one, len(xs2), budget)
 
 
-def host_engine(bundle_dir: Path, prep: Any, xs: np.ndarray, budget: float) -> dict[str, Any]:
+def host_engine(bundle_dir: Path, xs: np.ndarray, budget: float) -> dict[str, Any]:
     """Bare loop on the C engine built for this host: one ctypes call of tg_model_step per
     step on preallocated buffers (the state is updated in place)."""
     import ctypes
 
-    from firmware_export import host
+    from edge_runtime.backends import engine
     from firmware_export.export import export
 
     with tempfile.TemporaryDirectory(prefix="tg_bench_fw_") as tmp:
         res = export(bundle_dir, Path(tmp) / "fw")
-        eng = host.load(Path(res["out"]), res["prefix"], prep.model)
+        eng = engine.load(Path(res["out"]), res["prefix"])
     xs2 = [np.ascontiguousarray(x, np.int8) for x in xs]
     ptrs = [ctypes.c_void_p(x.ctypes.data) for x in xs2]
-    h = np.zeros(sum(prep.model.units), np.int8)
-    y = np.zeros(prep.model.n_outputs, np.int8)
+    h = np.zeros(sum(eng.units), np.int8)
+    y = np.zeros(eng.n_outputs, np.int8)
     hp, yp = ctypes.c_void_p(h.ctypes.data), ctypes.c_void_p(y.ctypes.data)
     fn = eng.lib.host_step
 
@@ -260,8 +254,8 @@ def bench(
         host: dict[str, Any] = {}
         for name, e in runtime["backends"].items():
             host[name] = e["bare_step_us"]
-        host["tflm"] = host_tflm(prep, xs, seconds / 3)
-        host["tinygru engine (ctypes)"] = host_engine(bundle_dir, prep, xs, seconds / 3)
+        host["tflm"] = host_tflm(bundle_dir, xs, seconds / 3)
+        host["tinygru engine (ctypes)"] = host_engine(bundle_dir, xs, seconds / 3)
     finally:
         if gc_was:
             gc.enable()

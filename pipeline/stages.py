@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from firmware_export.qemu import MCU_TARGET_ARGS
 from pipeline.cache import Stage
 
 __all__ = [
@@ -37,7 +38,6 @@ STAGE_NAMES = (
     "runtime",
     "report",
 )
-MCU_TARGET_ARGS = ("--target", "m4", "--target", "m3")
 FIRMWARE_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm")
 
 

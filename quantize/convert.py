@@ -42,13 +42,13 @@ import tensorflow as tf
 from tensorflow.lite.python import convert as _tfl_convert
 from tensorflow.lite.tools import flatbuffer_utils
 
+from edge_runtime import tflm_ref
 from quantize.step_model import (
     build_step_model,
     input_names,
     output_names,
     run_float_chain,
     state_names,
-    step_inputs,
 )
 from quantize.tflite_graph import GraphInfo, io_tensors, read_graph
 from train.model import ModelConfig
@@ -354,43 +354,6 @@ def check_purity(tflite_bytes: bytes, allowed_ops: Iterable[str] = STEP_OPS) -> 
     return graph.summary()
 
 
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite's QuantizeMultiplier: ``real ≈ m · 2^(shift − 31)`` with m in [2^30, 2^31)."""
-    if real == 0.0:
-        return 0, 0
-    mant, shift = math.frexp(real)
-    m = round(mant * (1 << 31))
-    if m == 1 << 31:
-        m //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return int(m), int(shift)
-
-
-def requantize(q: np.ndarray, zp_from: int, zp_to: int, multiplier: int, shift: int) -> np.ndarray:
-    """``zp_to + MultiplyByQuantizedMultiplier(q − zp_from, multiplier, shift)``, clamped to int8.
-
-    Rounding as TFLite's reference: a saturating rounding doubling high multiply
-    (round half away from zero) followed by a rounding right shift
-    (round half away from zero).
-    """
-    x = np.asarray(q, np.int64) - zp_from
-    left = max(shift, 0)
-    right = max(-shift, 0)
-    x = x * (1 << left)
-    prod = x * multiplier
-    nudge = np.where(prod >= 0, 1 << 30, 1 - (1 << 30))
-    high = (prod + nudge) // (1 << 31)
-    high = np.where(prod + nudge < 0, -((-(prod + nudge)) // (1 << 31)), high)
-    if right:
-        mask = (1 << right) - 1
-        rem = high & mask
-        threshold = (mask >> 1) + (high < 0)
-        high = (high >> right) + (rem > threshold)
-    return np.clip(high + zp_to, -128, 127).astype(np.int8)
-
-
 def step_info(tflite_bytes: bytes, cfg: ModelConfig) -> dict[str, Any]:
     """What a device needs to know about a converted step model.
 
@@ -399,7 +362,7 @@ def step_info(tflite_bytes: bytes, cfg: ModelConfig) -> dict[str, Any]:
     zero point), and per state ``state[hN]``: whether ``hN_in`` and ``hN_out``
     share one quantization and, if not, the integer requantization from
     ``hN_out`` to ``hN_in`` (``multiplier``, ``shift``, rounding as
-    :func:`requantize`).
+    :func:`edge_runtime.tflm_ref.requantize`).
     """
     graph = read_graph(tflite_bytes)
     io_ = io_tensors(graph, input_names(cfg), output_names(cfg))
@@ -411,7 +374,7 @@ def step_info(tflite_bytes: bytes, cfg: ModelConfig) -> dict[str, Any]:
         equal = qi["scale"] == qo["scale"] and qi["zero_point"] == qo["zero_point"]
         entry: dict[str, Any] = {"equal": equal}
         if not equal:
-            m, s = quantize_multiplier(qo["scale"] / qi["scale"])
+            m, s = tflm_ref.quantize_multiplier(qo["scale"] / qi["scale"])
             entry["requantize"] = {
                 "from": b,
                 "to": a,
@@ -425,162 +388,6 @@ def step_info(tflite_bytes: bytes, cfg: ModelConfig) -> dict[str, Any]:
     info["state"] = states
     info["state_equal"] = all(e["equal"] for e in states.values())
     return info
-
-
-def io_map(interpreter: Any, cfg: ModelConfig | None = None) -> dict[str, dict[str, Any]]:
-    """Logical name (``x``, ``h1_in``, ``h1_out``, ``y``, …) → tensor details of an interpreter.
-
-    Works with ``ai_edge_litert`` / ``tf.lite`` interpreters: the signature runner's
-    names when the model has a signature, the tensor names otherwise (prefixes
-    such as ``serving_default_`` and ``:0`` suffixes are ignored). Each entry has
-    ``index`` (tensor index), ``position`` (index among the model's inputs or
-    outputs), ``shape``, ``dtype``, ``scale``, ``zero_point``.
-    """
-    from quantize.tflite_graph import logical_name
-
-    ins = interpreter.get_input_details()
-    outs = interpreter.get_output_details()
-    if cfg is not None:
-        known_in, known_out = input_names(cfg), output_names(cfg)
-    else:
-        known_in = ["x", "h1_in", "h2_in"]
-        known_out = ["h1_out", "h2_out", "y"]
-    sig: dict[str, Any] = {}
-    with contextlib.suppress(Exception):
-        sigs = interpreter._get_full_signature_list()
-        if sigs:
-            sig = next(iter(sigs.values()))
-    result: dict[str, dict[str, Any]] = {}
-    for details, known, key in ((ins, known_in, "inputs"), (outs, known_out, "outputs")):
-        by_index = {d["index"]: (pos, d) for pos, d in enumerate(details)}
-        sig_map = {k: v for k, v in sig.get(key, {}).items() if k in known}
-        for d in details:
-            ln = logical_name(d["name"], known)
-            if ln is not None and ln not in sig_map:
-                sig_map[ln] = d["index"]
-        for name, idx in sig_map.items():
-            pos, d = by_index[idx]
-            scale, zp = d["quantization"]
-            result[name] = {
-                "index": int(idx),
-                "position": pos,
-                "shape": [int(v) for v in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name,
-                "scale": float(scale),
-                "zero_point": int(zp),
-            }
-    missing = [n for n in [*known_in, *known_out] if n not in result and cfg is not None]
-    if missing:
-        raise KeyError(f"interpreter has no tensor for {missing}")
-    return result
-
-
-def quantize_values(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float → int8 as TFLite quantizes: ``clamp(zp + round_half_away(v / scale), −128, 127)``."""
-    v = np.asarray(values, np.float64) / scale
-    r = np.sign(v) * np.floor(np.abs(v) + 0.5)
-    return np.clip(r + zero_point, -128, 127).astype(np.int8)
-
-
-def dequantize_values(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return ((np.asarray(q, np.float32) - zero_point) * scale).astype(np.float32)
-
-
-class Int8Step:
-    """One int8 step model in an interpreter, fed and read by logical name.
-
-    ``backend``: ``"litert"`` (ai_edge_litert with its built-in kernels, no
-    default delegate) or ``"tflm"`` (the TFLM kernels through ``tflite_micro``).
-    """
-
-    def __init__(self, tflite_bytes: bytes, cfg: ModelConfig, backend: str = "litert") -> None:
-        self.cfg = cfg
-        self.backend = backend
-        graph = read_graph(tflite_bytes)
-        self.io = io_tensors(graph, input_names(cfg), output_names(cfg))
-        if backend == "litert":
-            from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-            self._it = Interpreter(
-                model_content=tflite_bytes,
-                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            )
-            self._it.allocate_tensors()
-        elif backend == "tflm":
-            from tflite_micro import runtime
-
-            self._it = runtime.Interpreter.from_bytes(
-                tflite_bytes, arena_size=max(64 * 1024, 10 * len(tflite_bytes))
-            )
-        else:
-            raise ValueError(f"backend: expected 'litert' or 'tflm', found {backend!r}")
-
-    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one step on int8 inputs ``{name: (1, width)}``; returns int8 outputs by name."""
-        ins, outs = self.io["inputs"], self.io["outputs"]
-        for name, value in feed.items():
-            value = np.ascontiguousarray(value, np.int8).reshape(ins[name]["shape"])
-            if self.backend == "litert":
-                self._it.set_tensor(ins[name]["index"], value)
-            else:
-                self._it.set_input(value, ins[name]["position"])
-        self._it.invoke()
-        if self.backend == "litert":
-            return {n: self._it.get_tensor(d["index"]).copy() for n, d in outs.items()}
-        return {n: np.array(self._it.get_output(d["position"])) for n, d in outs.items()}
-
-    def zero_state(self) -> dict[str, np.ndarray]:
-        """The int8 encoding of h = 0 for every state input."""
-        ins = self.io["inputs"]
-        return {
-            n: np.full((1, u), ins[n]["zero_point"], np.int8)
-            for n, u in zip(state_names(self.cfg)[0], self.cfg.gru_units, strict=True)
-        }
-
-    def carry(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The next step's state inputs from this step's outputs (requantized only if needed)."""
-        ins, outs = self.io["inputs"], self.io["outputs"]
-        nxt = {}
-        for a, b in zip(*state_names(self.cfg), strict=True):
-            qi, qo = ins[a], outs[b]
-            if (qi["scale"], qi["zero_point"]) == (qo["scale"], qo["zero_point"]):
-                nxt[a] = out[b]
-            else:
-                m, s = quantize_multiplier(qo["scale"] / qi["scale"])
-                nxt[a] = requantize(out[b], qo["zero_point"], qi["zero_point"], m, s)
-        return nxt
-
-
-def run_int8_chain(
-    tflite_bytes: bytes, cfg: ModelConfig, windows: np.ndarray, backend: str = "litert"
-) -> dict[str, np.ndarray]:
-    """Run the int8 step model over float windows ``(N, T, C)`` from zero states.
-
-    ``x`` is quantized with the model's input scale (round half away from zero).
-    Returns the int8 inputs and outputs of every step, ``(N, n_steps, width)`` by
-    name, and the dequantized head output as ``"y_float"``.
-    """
-    step = Int8Step(tflite_bytes, cfg, backend)
-    xi = step.io["inputs"]["x"]
-    xs = quantize_values(step_inputs(cfg, windows), xi["scale"], xi["zero_point"])
-    rec: dict[str, list[list[np.ndarray]]] = {
-        n: [] for n in [*input_names(cfg), *output_names(cfg)]
-    }
-    for w in range(xs.shape[0]):
-        state = step.zero_state()
-        per: dict[str, list[np.ndarray]] = {n: [] for n in rec}
-        for j in range(xs.shape[1]):
-            feed = {"x": xs[w, j][None], **state}
-            out = step(feed)
-            for n, v in {**feed, **out}.items():
-                per[n].append(np.asarray(v).reshape(-1))
-            state = step.carry(out)
-        for n in rec:
-            rec[n].append(per[n])
-    result = {n: np.asarray(v, np.int8) for n, v in rec.items()}
-    yo = step.io["outputs"]["y"]
-    result["y_float"] = dequantize_values(result["y"], yo["scale"], yo["zero_point"])
-    return result
 
 
 def calibration_pairs(

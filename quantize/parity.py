@@ -59,7 +59,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle, stage_writer
+from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.parity_entry import (
     FLOAT_OUTPUTS,
     classification_entry,
@@ -100,68 +102,6 @@ DESCRIPTIONS = {
 # --------------------------------------------------------------------------- interpreters
 
 
-class StepRunner:
-    """One int8 step model in one interpreter; inputs and outputs in logical-name order."""
-
-    def __init__(self, tflite_bytes: bytes, cfg: Any, backend: str) -> None:
-        from quantize.step_model import input_names, output_names
-        from quantize.tflite_graph import io_tensors, read_graph
-
-        self.backend = backend
-        self.in_names = input_names(cfg)
-        self.out_names = output_names(cfg)
-        io = io_tensors(read_graph(tflite_bytes), self.in_names, self.out_names)
-        self.in_idx = [io["inputs"][n]["index"] for n in self.in_names]
-        self.in_pos = [io["inputs"][n]["position"] for n in self.in_names]
-        self.out_idx = [io["outputs"][n]["index"] for n in self.out_names]
-        self.out_pos = [io["outputs"][n]["position"] for n in self.out_names]
-        self.widths = [int(np.prod(io["outputs"][n]["shape"])) for n in self.out_names]
-        self.zero_state = [
-            np.full(io["inputs"][n]["shape"], io["inputs"][n]["zero_point"], np.int8)
-            for n in self.in_names[1:]
-        ]
-        if backend in ("litert", "litert_xnnpack"):
-            from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-            resolver = (
-                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-                if backend == "litert"
-                else OpResolverType.AUTO
-            )
-            self._it = Interpreter(
-                model_content=tflite_bytes, experimental_op_resolver_type=resolver
-            )
-            self._it.allocate_tensors()
-        elif backend == "tflm":
-            from tflite_micro import runtime
-
-            self._it = runtime.Interpreter.from_bytes(
-                tflite_bytes, arena_size=max(64 * 1024, 10 * len(tflite_bytes))
-            )
-        else:
-            raise ValueError(f"backend: expected one of {BACKENDS}, found {backend!r}")
-
-    def _litert(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        it = self._it
-        for i, v in zip(self.in_idx, inputs, strict=True):
-            it.set_tensor(i, v)
-        it.invoke()
-        return [it.get_tensor(i) for i in self.out_idx]
-
-    def _tflm(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        it = self._it
-        for p, v in zip(self.in_pos, inputs, strict=True):
-            it.set_input(v, p)
-        it.invoke()
-        return [np.array(it.get_output(p)) for p in self.out_pos]
-
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """One step: ``[x (1, k·C), h1_in (1, U), …]`` int8 → ``[h1_out, …, y]`` int8."""
-        if self.backend == "tflm":
-            return self._tflm(inputs)
-        return self._litert(inputs)
-
-
 class _Bar:
     """A tqdm bar over windows, or over steps when there is one long series."""
 
@@ -187,7 +127,7 @@ class _Bar:
 
 def run_chains(
     tflite_bytes: bytes,
-    cfg: Any,
+    step: dict[str, Any],
     xs: np.ndarray,
     backends: tuple[str, ...] = BACKENDS,
     *,
@@ -195,19 +135,24 @@ def run_chains(
 ) -> dict[str, Any]:
     """Run every backend's int8 chain over step inputs ``xs (N, S, k·C)``, zero state per series.
 
-    Also runs every non-TFLM backend on TFLM's own inputs of every step
-    (``cross``). Returns ``{"chains": {backend: {out_name: (N, S, width)}},
-    "cross": {backend: {...}}, "seconds": {...}, "us_per_step": {...}}``.
+    ``step`` is the manifest's ``quantization.step``. Also runs every non-TFLM backend
+    on TFLM's own inputs of every step (``cross``). Returns ``{"chains": {backend:
+    {out_name: (N, S, width)}}, "cross": {backend: {...}}, "seconds": {...},
+    "us_per_step": {...}}``.
     """
     xs = np.ascontiguousarray(xs, np.int8)
     n, s, _ = xs.shape
-    runners = {b: StepRunner(tflite_bytes, cfg, b) for b in backends}
+    runners = {b: StepInterpreter(tflite_bytes, step, backend=b) for b in backends}
     first = runners[backends[0]]
-    names = first.out_names
-    n_states = len(first.zero_state)
+    names = [*first.state_out, contract.Y]
 
     def empty() -> dict[str, np.ndarray]:
-        return {nm: np.empty((n, s, w), np.int8) for nm, w in zip(names, first.widths, strict=True)}
+        return {nm: np.empty((n, s, first.outputs[nm].width), np.int8) for nm in names}
+
+    def record(rec: dict[str, np.ndarray], w: int, j: int, states: list, y: np.ndarray) -> None:
+        for nm, v in zip(first.state_out, states, strict=True):
+            rec[nm][w, j] = v.reshape(-1)
+        rec[contract.Y][w, j] = y.reshape(-1)
 
     chains = {b: empty() for b in backends}
     cross_names = [b for b in backends if b != "tflm"] if "tflm" in backends else []
@@ -217,36 +162,24 @@ def run_chains(
     for w in range(n):
         for b, r in runners.items():
             t0 = time.perf_counter()
-            rec = chains[b]
-            state = [z.copy() for z in r.zero_state]
+            states = r.zero_states()
             for j in range(s):
-                outs = r.run([xs[w, j : j + 1], *state])
-                for nm, o in zip(names, outs, strict=True):
-                    rec[nm][w, j] = o.reshape(-1)
-                state = outs[:n_states]
+                record(chains[b], w, j, states, r.step(xs[w, j : j + 1], states))
                 if b == backends[-1]:
                     bar.step()
             seconds[b] += time.perf_counter() - t0
-        if cross_names:
-            tflm = chains["tflm"]
-            for b in cross_names:
-                t0 = time.perf_counter()
-                r = runners[b]
-                rec = cross[b]
-                for j in range(s):
-                    if j == 0:
-                        state = [z.copy() for z in r.zero_state]
-                    else:
-                        state = [
-                            tflm[nm][w, j - 1 : j].reshape(z.shape)
-                            for nm, z in zip(names[:n_states], r.zero_state, strict=True)
-                        ]
-                    outs = r.run([xs[w, j : j + 1], *state])
-                    for nm, o in zip(names, outs, strict=True):
-                        rec[nm][w, j] = o.reshape(-1)
-                seconds[f"{b}_on_tflm_inputs"] += time.perf_counter() - t0
+        for b in cross_names:
+            t0 = time.perf_counter()
+            r, tflm = runners[b], chains["tflm"]
+            for j in range(s):
+                states = r.zero_states() if j == 0 else [
+                    tflm[nm][w, j - 1 : j].copy() for nm in r.state_out]  # fmt: skip
+                record(cross[b], w, j, states, r.step(xs[w, j : j + 1], states))
+            seconds[f"{b}_on_tflm_inputs"] += time.perf_counter() - t0
         bar.window()
     bar.close()
+    for r in runners.values():
+        r.close()
     steps = max(1, n * s)
     return {
         "chains": chains,
@@ -420,7 +353,7 @@ def check(
     cfg = model_config(b)
     tfl = b.read_bytes(STEP_FILE)
     step_sha = hashlib.sha256(tfl).hexdigest()
-    ref = b.load_npz("reference.npz")
+    ref = b.load_npz(contract.REFERENCE)
     iq = InputQuant.from_dict(m["preprocess"]["input_quant"])
     step = q["step"]
     xin, yout = step["inputs"]["x"], step["outputs"]["y"]
@@ -491,7 +424,7 @@ def check(
     # int8 inputs: the device contract, from int16 counts.
     xq = quantize_counts(counts, iq)
     xs = int8_step_inputs(cfg, xq, fill)
-    chains = run_chains(tfl, cfg, xs, BACKENDS, progress=progress)
+    chains = run_chains(tfl, step, xs, BACKENDS, progress=progress)
     timing["int8"] = {"seconds": chains["seconds"], "us_per_step": chains["us_per_step"]}
 
     labels = list(m["labels"])
@@ -573,7 +506,7 @@ def check(
         "step_tensors": step["n_tensors"],
         WINDOW_FILE: art.get(WINDOW_FILE, {}).get("bytes"),
         "model_float.keras": art[FLOAT_FILE]["bytes"],
-        "model_pruned.keras": art.get("model_pruned.keras", {}).get("bytes"),
+        "model_pruned.keras": art.get(contract.PRUNED_MODEL, {}).get("bytes"),
         "tflm_arena": q.get("tflm_arena"),
     }
 

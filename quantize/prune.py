@@ -93,7 +93,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from edge_runtime import metrics
+from edge_runtime import contract, metrics
+from edge_runtime.contract import round_half_away_int
 
 GRANULARITIES: tuple[str, ...] = ("weight", "block4")
 PRUNED_LAYERS = ("front_end", "head")  # plus every "gru_N"
@@ -218,8 +219,8 @@ def _block_ids(rows: int, cols: int, block: int) -> tuple[np.ndarray, int]:
 
 
 def prune_count(n: int, sparsity: float) -> int:
-    """Weights a tensor of n loses at ``sparsity``: round half up of ``sparsity · n``."""
-    return int(math.floor(sparsity * n + 0.5))
+    """Weights a tensor of n loses at ``sparsity``: ``sparsity · n`` rounded half away from zero."""
+    return round_half_away_int(sparsity * n)
 
 
 def magnitude_mask(w: np.ndarray, sparsity: float, granularity: str, block: int = 4) -> np.ndarray:
@@ -868,7 +869,7 @@ def run(
     sweep_targets: list[float] | None = None,
     sweep_granularities: tuple[str, ...] | None = None,
     data_path: str | None = None,
-    model_file: str = "model_float.keras",
+    model_file: str = contract.FLOAT_MODEL,
 ) -> Path:
     """The prune stage: ``model_file`` of a bundle → ``model_pruned.keras``.
 
@@ -919,9 +920,9 @@ def run(
         import tensorflow as tf
 
         w.versions.update({"tensorflow": tf.__version__, "keras": keras.__version__})
-        pruned.save(w.dir / "model_pruned.keras")
-        w.add_file("model_pruned.keras")
-        section = manifest_section(report, settings, "model_pruned.keras")
+        pruned.save(w.dir / contract.PRUNED_MODEL)
+        w.add_file(contract.PRUNED_MODEL)
+        section = manifest_section(report, settings, contract.PRUNED_MODEL)
         section["metrics"] = report["metrics"]
         w.manifest["sparsity"] = section
         w.write_json("reports/prune.json", report)

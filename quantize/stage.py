@@ -38,16 +38,17 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle, BundleError, npz_bytes, stage_writer
 from edge_runtime.preprocess import InputQuant, quantize_counts
 
 ROOT = Path(__file__).resolve().parents[1]
-STEP_FILE = "step_int8.tflite"
-WINDOW_FILE = "window_int8.tflite"
-FLOAT_FILE = "model_float.keras"
-PRUNED_FILE = "model_pruned.keras"
+STEP_FILE = contract.STEP_MODEL
+WINDOW_FILE = contract.WINDOW_MODEL
+FLOAT_FILE = contract.FLOAT_MODEL
+PRUNED_FILE = contract.PRUNED_MODEL
 ARENA_LABEL = "host (x86-64) TFLM arena"
-UNIT_SCALE = 1.0 / 128.0
+UNIT_SCALE = contract.STATE_SCALE
 MAX_ARENA = 16 * 2**20
 
 # The arena search, run in a process of its own: tflite_micro is imported once and
@@ -176,20 +177,10 @@ def channel_scales(b: Bundle) -> np.ndarray:
 
 
 def int8_step_inputs(cfg: Any, samples_q: np.ndarray, fill: int) -> np.ndarray:
-    """The int8 ``x`` of every step over int8 samples ``(N, T, C)``: ``(N, n_steps, k·C)``.
-
-    As :func:`quantize.step_model.step_inputs`, with the ring buffer filled with
-    ``fill`` (the ``x`` zero point, i.e. a normalized 0.0) before sample 0.
-    """
-    from quantize.step_model import step_indices
-
-    samples_q = np.asarray(samples_q, np.int8)
-    n, T, c = samples_q.shape
-    k = cfg.front_end_kernel
-    pad = np.full((n, k - 1, c), fill, np.int8)
-    padded = np.concatenate([pad, samples_q], axis=1)
-    idx = step_indices(cfg, T)
-    return np.stack([padded[:, t : t + k].reshape(n, k * c) for t in idx], axis=1)
+    """The int8 ``x`` of every step over int8 samples ``(N, T, C)``: ``(N, n_steps, k·C)``,
+    ``fill`` (the ``x`` zero point) before sample 0 (:func:`edge_runtime.contract.step_inputs`)."""
+    q = np.asarray(samples_q, np.int8)
+    return contract.step_inputs(q, cfg.front_end_kernel, cfg.front_end_stride, fill)
 
 
 # --------------------------------------------------------------------------- prune
@@ -375,7 +366,6 @@ def int8(
         calibration_pairs,
         check_purity,
         convert_window,
-        quantize_values,
         step_info,
     )
     from quantize.prune import bundle_data
@@ -417,7 +407,7 @@ def int8(
         raise StageError(f"{STEP_FILE}: input x must be quantized per tensor, found {xin}")
     s_in, zp = float(xin["scale"]), int(xin["zero_point"])
     # The ring buffer's fill: a normalized 0.0, quantized as TFLite does.
-    fill = int(quantize_values(np.zeros(1), s_in, zp)[0])
+    fill = int(contract.quantize(np.zeros(1), s_in, zp)[0])
     if fill != zp:
         raise StageError(
             f"{STEP_FILE}: normalized 0.0 quantizes to {fill}, not the zero point {zp}"
@@ -429,7 +419,7 @@ def int8(
     except ValueError as e:
         raise StageError(f"{b.root / 'manifest.json'}: preprocess.input_quant: {e}") from None
 
-    contract = _input_contract(b, cfg, iq, s_in, zp)
+    input_contract = _input_contract(b, cfg, iq, s_in, zp)
 
     arena_info = None
     if arena:
@@ -513,7 +503,7 @@ def int8(
             if fresh_process
             else "in process (not guaranteed reproducible)",
         },
-        "input_contract": contract,
+        "input_contract": input_contract,
     }
     if arena_info is not None:
         section["tflm_arena"] = arena_info
@@ -524,7 +514,7 @@ def int8(
         "source_model": source,
         "step": dict(step),
         "calibration": section["calibration"],
-        "input_contract": contract,
+        "input_contract": input_contract,
         "tflm_arena": arena_info,
         "window": window_info,
         "seconds": {
@@ -599,10 +589,9 @@ def _input_contract(b: Bundle, cfg: Any, iq: InputQuant, s_in: float, zp: int) -
     rounds across one.
     """
     from edge_runtime.preprocess import normalize
-    from quantize.convert import quantize_values
     from quantize.step_model import step_inputs
 
-    ref = b.load_npz("reference.npz")
+    ref = b.load_npz(contract.REFERENCE)
     if b.task == "classification":
         counts = ref["x_counts"]
     else:
@@ -611,7 +600,7 @@ def _input_contract(b: Bundle, cfg: Any, iq: InputQuant, s_in: float, zp: int) -
     pre = b.manifest["preprocess"]
     u = normalize(counts, scale_c, pre["mean"], pre["std"])
     via_counts = int8_step_inputs(cfg, quantize_counts(counts, iq), zp)
-    via_float = quantize_values(step_inputs(cfg, u), s_in, zp)
+    via_float = contract.quantize(step_inputs(cfg, u), s_in, zp)
     diff = np.abs(via_counts.astype(np.int16) - via_float.astype(np.int16))
     return {
         "values": int(diff.size),

@@ -40,6 +40,7 @@ from typing import Literal
 import keras
 import numpy as np
 
+from edge_runtime import contract
 from train.model import ModelConfig
 
 Form = Literal["concat", "split"]
@@ -51,16 +52,15 @@ UPDATES: tuple[str, ...] = ("lerp", "convex")
 
 def state_names(cfg: ModelConfig) -> tuple[list[str], list[str]]:
     """Names of the state inputs and outputs, layer order: ``(["h1_in", …], ["h1_out", …])``."""
-    n = len(cfg.gru_units)
-    return [f"h{i}_in" for i in range(1, n + 1)], [f"h{i}_out" for i in range(1, n + 1)]
+    return contract.state_names(len(cfg.gru_units))
 
 
 def input_names(cfg: ModelConfig) -> list[str]:
-    return ["x", *state_names(cfg)[0]]
+    return contract.input_names(len(cfg.gru_units))
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
-    return [*state_names(cfg)[1], "y"]
+    return contract.output_names(len(cfg.gru_units))
 
 
 def _gru_weights(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,7 +143,7 @@ def build_step_model(
         raise ValueError(f"float model lacks layer(s) {missing}; has {sorted(by_name)}")
 
     h_in_names, h_out_names = state_names(cfg)
-    x_in = keras.Input((cfg.step_inputs,), batch_size=batch_size, name="x")
+    x_in = keras.Input((cfg.step_inputs,), batch_size=batch_size, name=contract.X)
     h_ins = [
         keras.Input((u,), batch_size=batch_size, name=n)
         for u, n in zip(cfg.gru_units, h_in_names, strict=True)
@@ -172,31 +172,19 @@ def build_step_model(
     y = head(t)
     assign.append((head, [np.asarray(w.numpy(), np.float32) for w in head_src.weights]))
 
-    inputs = {"x": x_in, **dict(zip(h_in_names, h_ins, strict=True))}
-    outputs = {**dict(zip(h_out_names, h_outs, strict=True)), "y": y}
+    inputs = {contract.X: x_in, **dict(zip(h_in_names, h_ins, strict=True))}
+    outputs = {**dict(zip(h_out_names, h_outs, strict=True)), contract.Y: y}
     model = keras.Model(inputs, outputs, name="tinygru_step")
     for layer, weights in assign:
         layer.set_weights(weights)
     return model
 
 
-def step_indices(cfg: ModelConfig, n_samples: int) -> np.ndarray:
-    """Sample indices t at which a step runs (``t % s == 0``) for a series of n_samples."""
-    return np.arange(0, n_samples, cfg.front_end_stride)
-
-
 def step_inputs(cfg: ModelConfig, windows: np.ndarray) -> np.ndarray:
-    """The ``x`` input of every step over series ``(N, T, C)``: ``(N, n_steps, k·C)``.
-
-    Step j sees samples ``j·s − (k−1) … j·s`` oldest first, zeros before sample 0
-    (the ring buffer of a device, initialised to zero).
-    """
-    windows = np.asarray(windows, np.float32)
-    n, _, c = windows.shape
-    k = cfg.front_end_kernel
-    padded = np.concatenate([np.zeros((n, k - 1, c), np.float32), windows], axis=1)
-    idx = step_indices(cfg, windows.shape[1])
-    return np.stack([padded[:, t : t + k].reshape(n, k * c) for t in idx], axis=1)
+    """The float ``x`` of every step over series ``(N, T, C)``: ``(N, n_steps, k·C)``,
+    zeros (a normalized 0.0) before sample 0 (:func:`edge_runtime.contract.step_inputs`)."""
+    w = np.asarray(windows, np.float32)
+    return contract.step_inputs(w, cfg.front_end_kernel, cfg.front_end_stride, 0.0)
 
 
 def run_float_chain(

@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle, BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +189,7 @@ def columns(task: str) -> tuple[Column, ...]:
 
 
 def is_pruned(parity: dict[str, Any]) -> bool:
-    return parity.get("source_model") == "model_pruned.keras"
+    return parity.get("source_model") == contract.PRUNED_MODEL
 
 
 def row_specs(parity: dict[str, Any]) -> list[RowSpec]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
 from edge_runtime.anomaly import forecast_scores
 from edge_runtime.bundle import Bundle, BundleError
 from report import plots
@@ -27,10 +28,10 @@ def engine_scores(b: Bundle) -> np.ndarray | None:
     series, in sensor units as the float score; None when the bundle has no engine outputs
     or they do not cover the series step by step."""
     m = b.manifest
-    if "engine_outputs.npz" not in m.get("artifacts", {}):
+    if contract.ENGINE_OUTPUTS not in m.get("artifacts", {}):
         return None
-    ref = b.load_npz("reference.npz")
-    eng = b.load_npz("engine_outputs.npz")
+    ref = b.load_npz(contract.REFERENCE)
+    eng = b.load_npz(contract.ENGINE_OUTPUTS)
     series = ref["series_counts"]  # (n, C) int16
     y = eng["y"]  # (n, C) int8 forecast of the next sample, normalized units
     if y.shape != series.shape:
@@ -45,7 +46,7 @@ def engine_scores(b: Bundle) -> np.ndarray | None:
 def anomaly_figures(task: dict[str, Any]) -> list[Figure]:
     try:
         b = Bundle.open(task["bundle"])
-        ref = b.load_npz("reference.npz")
+        ref = b.load_npz(contract.REFERENCE)
         traces = [("float Keras score (reference.npz)", np.asarray(ref["scores"], np.float64))]
         c = engine_scores(b)
     except BundleError as e:

@@ -21,7 +21,9 @@ root=${PI_ROOT:-build/pi-root}
 mkdir -p "$(dirname "$root")"
 root=$(cd "$(dirname "$root")" && pwd)/$(basename "$root")
 suite=bookworm
-stamp="$root/.tinygru-pi-root"       # written once the root is complete
+stamp="$root/.tinygru-pi-root"       # written once the root is complete, holds $include
+# gcc + libc6-dev: `tinygru-edge --backend engine` builds the bundle's C engine on first use.
+include=python3,python3-venv,python3-pip,ca-certificates,gcc,libc6-dev
 app=/opt/tinygru                      # inside the root
 
 die() { echo "pi-smoke: $*" >&2; exit 2; }
@@ -104,16 +106,16 @@ mirror=${PI_MIRROR:-$( (host_mirror || true) | grep -v security | head -n1 || tr
 mirror=${mirror:-http://deb.debian.org/debian}
 
 # ---------------------------------------------------------------- the root
-if [ ! -f "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$include" ]; then
   phase "debootstrap arm64 $suite"
   [ -z "$(mounts_under_root)" ] || die "mounts left under $root; unmount them first"
   rm -rf --one-file-system "$root"
   echo "pi-smoke: mirror $mirror"
   debootstrap --arch=arm64 --variant=minbase \
-    --include=python3,python3-venv,python3-pip,ca-certificates \
+    --include="$include" \
     "$suite" "$root" "$mirror" > "$root.debootstrap.log" 2>&1 || {
       tail -n 30 "$root.debootstrap.log" >&2; die "debootstrap failed (log: $root.debootstrap.log)"; }
-  touch "$stamp"
+  echo "$include" > "$stamp"
 else
   phase "reuse root (cached)"
 fi
@@ -185,3 +187,38 @@ EOF
 phase "tinygru-edge check (emulated)"
 # shellcheck disable=SC2086
 in_root tinygru-edge check --bundle $app/bundle ${PI_CHECK_ARGS:-}
+
+phase "C engine: build with the Pi's gcc, check, compare"
+if [ -f "$bundle/engine_outputs.npz" ] && [ -f "$bundle/firmware/files.json" ]; then
+  # shellcheck disable=SC2086
+  in_root env TINYGRU_CACHE=$app/cache tinygru-edge check --bundle $app/bundle --backend engine \
+    ${PI_CHECK_ARGS:-}
+  # The engine built here against the engine the export stage ran (engine_outputs.npz,
+  # equal to TFLM and to every Cortex-M board): tolerance 0 on the windows compared.
+  in_root env TINYGRU_CACHE=$app/cache PI_WINDOWS="${PI_ENGINE_WINDOWS:-500}" \
+    python - "$app/bundle" <<'EOF'
+import os, sys, numpy as np
+from edge_runtime.backends import engine
+from edge_runtime.bundle import Bundle
+b = Bundle.open(sys.argv[1])
+fw, prefix = engine.export_of(b.root)
+eng = engine.load(fw, prefix)
+ref, want = b.load_npz("reference.npz"), b.load_npz("engine_outputs.npz")
+if "x_counts" in ref:
+    n = min(int(os.environ["PI_WINDOWS"]), len(ref["x_counts"]))
+    got, _ = eng.windows(ref["x_counts"][:n])
+    exp = want["y"][:n]
+    what = f"{n} windows"
+else:
+    eng.reset()
+    steps = [eng.push(s) for s in ref["series_counts"]]
+    got = np.stack([y for y in steps if y is not None])
+    exp = want["y"]
+    what = f"{len(got)} steps of the series"
+bad = int(np.count_nonzero(got != exp))
+print(f"pi-smoke: C engine built on aarch64 vs engine_outputs.npz: {what}, {bad} of {exp.size} values differ")
+sys.exit(1 if bad else 0)
+EOF
+else
+  echo "pi-smoke: the bundle has no export (firmware/, engine_outputs.npz): engine backend not checked"
+fi

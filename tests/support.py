@@ -146,3 +146,26 @@ def reference_stream(b: Bundle) -> np.ndarray:
     """The bundle's concatenated reference windows as one stream ``(N*T, C)``."""
     x = b.load_npz("reference.npz")["x_counts"]
     return x.reshape(-1, x.shape[-1])
+
+
+def int8_chain(tflite: bytes, cfg: object, windows: np.ndarray, backend: str = "litert") -> dict:
+    """The int8 step model over float windows ``(N, T, C)`` from zero states, through the
+    step interpreter: every step's int8 inputs and outputs by name ``(N, S, width)`` and
+    the dequantized head output ``"y_float"``. ``x`` is the float step input quantized as
+    TFLite does (the device quantizes counts instead; see the parity stage)."""
+    from edge_runtime import contract
+    from edge_runtime.interpreter import StepInterpreter
+    from quantize.step_model import step_inputs
+
+    with StepInterpreter(tflite, backend=backend) as it:
+        xs = contract.quantize(step_inputs(cfg, windows), it.x.scale, it.x.zero_point)
+        out = it.chain(xs)
+        zero = {
+            n: np.zeros_like(out[o][:, :1]) for n, o in zip(it.state_in, it.state_out, strict=True)
+        }
+        for n, o in zip(it.state_in, it.state_out, strict=True):
+            zero[n] += it.inputs[n].zero_point
+            out[n] = np.concatenate([zero[n], out[o][:, :-1]], axis=1)
+        out["x"] = xs
+        out["y_float"] = contract.dequantize(out["y"], it.y.scale, it.y.zero_point)
+    return out

@@ -15,8 +15,10 @@ window-exact and continuous streams equal the offline LiteRT chain bit for bit
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,55 @@ def test_edge_check_json_with_a_device(name: str, request, tmp_path) -> None:
     # the device runs the C engine: its outputs are the TFLM chain's
     assert _metrics(entry) == _metrics(_parity(bundle, "tflm"))
     assert entry["us_per_step"] is None
+
+
+@pytest.mark.parametrize("name", ["bm", "forecaster"])
+def test_edge_check_with_the_engine_backend_is_the_c_engine(name: str, request, tmp_path) -> None:
+    """``tinygru-edge check --backend engine`` runs the bundle's exported C engine built for
+    this host: its entry equals the C engine's (engine.json) value for value, tolerance 0
+    (the same C, so any difference would be a defect, not rounding)."""
+    bundle = request.getfixturevalue(name)
+    out = tmp_path / "runtime_engine.json"
+    code = edge_main(["check", "--bundle", str(bundle), "--backend", "engine", "--json", str(out)])
+    rep = json.loads(out.read_text())
+    assert code == (0 if rep["passed"] else 1) and rep["interpreter"] == "engine"
+    host = json.loads((bundle / "reports/engine.json").read_text())["backend"]
+    assert _metrics(rep["backend"]) == _metrics(host)
+    assert _metrics(rep["backend"]) == _metrics(_parity(bundle, "tflm"))
+
+
+def test_engine_backend_steps_equal_tflm_steps(bm: Path) -> None:
+    """The step interpreter's engine backend against its TFLM backend on every step of five
+    reference windows, states and head: 0 of N values may differ."""
+    from edge_runtime import contract
+    from edge_runtime.interpreter import StepInterpreter
+    from edge_runtime.preprocess import InputQuant, quantize_counts
+
+    b = Bundle.open(bm)
+    iq = InputQuant.from_dict(b.manifest["preprocess"]["input_quant"])
+    mc = b.manifest["model"]["config"]
+    q = quantize_counts(b.load_npz("reference.npz")["x_counts"][:5], iq)
+    xs = contract.step_inputs(q, mc["front_end_kernel"], mc["front_end_stride"], iq.zero_point)
+    with StepInterpreter.from_bundle(b, backend="engine") as eng:
+        got = eng.chain(xs)
+    with StepInterpreter.from_bundle(b, backend="tflm") as tflm:
+        want = tflm.chain(xs)
+    for key, v in want.items():
+        bad = np.argwhere(got[key] != v)
+        assert not len(bad), f"{key}: {len(bad)} of {v.size} differ, first at {bad[0].tolist()}"
+
+
+def test_engine_backend_without_an_export_or_a_compiler_says_why(tmp_path_factory) -> None:
+    from edge_runtime.interpreter import InterpreterError, StepInterpreter
+
+    b = _copy("bm", tmp_path_factory)  # trained and converted, never exported
+    with pytest.raises(InterpreterError, match=r"firmware/files\.json.*python -m firmware_export"):
+        StepInterpreter.from_bundle(Bundle.open(b), backend="engine")
+    check(b)
+    env = {**os.environ, "CC": "no-such-cc", "TINYGRU_CACHE": str(b / "cache")}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "check", "--bundle", str(b), "--backend", "engine"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no C compiler 'no-such-cc'" in r.stderr and "Traceback" not in r.stderr

@@ -16,7 +16,8 @@ import pytest
 from test_firmware import arm_tools_missing, dut_bundle
 
 from edge_runtime.bundle import Bundle
-from edge_runtime.device import DeviceError, DeviceLink, DeviceTimeout, open_device
+from edge_runtime.connect import open_device
+from edge_runtime.device import DeviceError, DeviceLink, DeviceTimeout
 from edge_runtime.qemu_launch import QemuBoard, elf_path, open_qemu_link
 
 N_WINDOWS = 10
@@ -156,10 +157,14 @@ def test_a_silent_device_times_out_with_the_command_named(bm: Path) -> None:
             link.close()
 
 
-@pytest.mark.parametrize("board", ["an385", "an500"])
-def test_m3_and_m7_bit_identical(bm: Path, reference, board: str) -> None:
-    with open_device(f"qemu:{board}", str(bm)) as dev:
-        assert dev.info()["target"].endswith(f"mps2-{board}")
+@pytest.mark.parametrize(
+    "spec, target",
+    [("an385", "cortex-m3/mps2-an385"), ("mps2-an500", "cortex-m7/mps2-an500"),
+     ("m4", "cortex-m4/mps2-an386")],
+)  # fmt: skip
+def test_every_board_and_spelling_bit_identical(bm: Path, reference, spec: str, target) -> None:
+    with open_device(f"qemu:{spec}", str(bm)) as dev:
+        assert dev.info()["target"] == target
         got = np.stack([dev.infer_window(w) for w in reference["windows"][:3]])
     np.testing.assert_array_equal(got, reference["y"][:3])
 
@@ -196,9 +201,9 @@ def test_through_a_pty(bm: Path, reference, tmp_path: Path) -> None:
 
 
 def test_check_hook_runs_the_reference_windows_on_the_device(bm: Path, monkeypatch) -> None:
-    from edge_runtime import check, device
+    from edge_runtime import check, connect
 
-    monkeypatch.setattr(check, "open_device", device.open_device)
+    monkeypatch.setattr(check, "open_device", connect.open_device)
     bundle = Bundle.open(bm)
     on_device = check.check_bundle(bundle, device="qemu:an386")
     on_host = check.check_bundle(bundle)

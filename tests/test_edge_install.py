@@ -64,3 +64,19 @@ def test_installed_package_checks_a_bundle_without_tensorflow(tmp_path, tmp_path
     )
     assert r.returncode != 0 and "No module named 'tensorflow'" in r.stderr
     print(f"fresh venv + pip install + check: {time.perf_counter() - t0:.1f} s")
+
+
+def test_every_edge_runtime_subpackage_is_installed() -> None:
+    """A subpackage missing from pyproject's list installs nowhere: a Pi would fail at import."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1] / "edge_runtime"
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        "edge_runtime" + "".join(f".{p}" for p in d.relative_to(root).parts)
+        for d in [root, *root.rglob("*")]
+        if d.is_dir() and (d / "__init__.py").is_file() and "__pycache__" not in d.parts
+    }
+    assert found <= listed, f"edge_runtime/pyproject.toml does not install {sorted(found - listed)}"

@@ -127,9 +127,9 @@ def test_a_wrong_parameter_is_pinned_to_its_gate(bundles, tmp_path: Path) -> Non
 
 _SANITIZED_RUN = """
 import sys, numpy as np
-from firmware_export import host
-lib, n_ch, n_out, units, k_c, npz = sys.argv[1:7]
-eng = host.Engine(lib, int(n_ch), int(n_out), [int(u) for u in units.split(",")], int(k_c))
+from edge_runtime.backends.engine import Engine
+lib, npz = sys.argv[1:3]
+eng = Engine(lib)
 counts = np.load(npz)["x"]
 for w in counts:
     eng.window(w)
@@ -141,13 +141,10 @@ print("ok", eng.buffer_sizes())
 
 def test_engine_is_clean_under_address_and_undefined_sanitizers(bundles, tmp_path: Path) -> None:
     result = export(bundles["bm2"])
-    prep = prepare(Bundle.open(bundles["bm2"]))
-    m = prep.model
     lib = host.build(Path(result["out"]), result["prefix"], sanitize=True)
     counts = Bundle.open(bundles["bm2"]).load_npz("reference.npz")["x_counts"][:4]
     np.savez(tmp_path / "c.npz", x=counts)
-    args = [str(lib), str(m.channels), str(m.n_outputs), ",".join(map(str, m.units)),
-            str(m.step_inputs), str(tmp_path / "c.npz")]  # fmt: skip
+    args = [str(lib), str(tmp_path / "c.npz")]
     r = subprocess.run([sys.executable, "-c", _SANITIZED_RUN, *args], cwd=ROOT,
                        env=cbuild.sanitizer_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

@@ -14,9 +14,9 @@ import pytest
 from test_engine import make_bundle
 
 from edge_runtime.bundle import Bundle
+from edge_runtime.tflite_reader import read_model
 from firmware_export.export import export
 from firmware_export.pattern import PatternError, match
-from edge_runtime.tflite_reader import read_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

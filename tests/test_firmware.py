@@ -1,5 +1,6 @@
-"""The reference firmware: builds for the three MPS2 boards at -Os and -O2 with a size
-report; the device-protocol parser, compiled for the host, replays recorded transcripts
+"""The reference firmware: builds for every board of edge_runtime/boards.py at -Os and -O2
+with a size report, from the board support its table row names and the files the export
+lists; the device-protocol parser, compiled for the host, replays recorded transcripts
 byte for byte and survives a bounded libFuzzer run.
 """
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime import boards
+
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 FUZZ = ROOT / "tests" / "fuzz"
-BOARDS = ("mps2-an385", "mps2-an386", "mps2-an500")
+BOARDS = tuple(boards.names())
 OPTS = ("Os", "O2")
 FUZZ_RUNS = 20000
 
@@ -74,14 +77,71 @@ def test_every_board_builds_with_a_size_report(tmp_path_factory) -> None:
         assert builds[(t, "-Os")]["text"] < builds[(t, "-O2")]["text"]
 
 
-def test_makefile_names_a_missing_export(tmp_path: Path) -> None:
+def _make(*args: str) -> subprocess.CompletedProcess:
     if shutil.which("make") is None:
         pytest.skip("make not found")
-    (tmp_path / "firmware").mkdir()
-    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BUNDLE={tmp_path}"],
+    return subprocess.run(["make", "-s", "--no-print-directory", "-C", str(FIRMWARE), *args],
                           capture_output=True, text=True)  # fmt: skip
+
+
+def test_makefile_names_a_missing_export(tmp_path: Path) -> None:
+    (tmp_path / "firmware").mkdir()
+    proc = _make(f"BUNDLE={tmp_path}")
     assert proc.returncode != 0
     assert "python -m firmware_export --bundle" in proc.stderr
+
+
+def test_makefile_reads_the_board_table() -> None:
+    """One table: the Makefile's boards, CPUs and support folders are boards.py's rows."""
+    proc = _make("boards")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    want = [[f"{b.name}:{b.cpu}:{b.support}", f"board/{b.support}/board.mk"] for b in boards.BOARDS]
+    assert rows == want
+
+
+@pytest.mark.parametrize("support", sorted({b.support for b in boards.BOARDS}))
+def test_each_board_support_folder_names_its_files(support: str) -> None:
+    folder = FIRMWARE / "board" / support
+    text = (folder / "board.mk").read_text()
+    named = {}
+    for key in ("BOARD_SRCS", "BOARD_CONSOLE_SRCS", "BOARD_LDSCRIPT"):
+        m = re.search(rf"^{key} := (.+)$", text, re.M)
+        assert m, f"{folder / 'board.mk'}: no {key} := ..."
+        named[key] = m.group(1).split()
+    for name in sum(named.values(), []):
+        assert (folder / name).is_file(), f"{folder / 'board.mk'} names {name}, not in the folder"
+    assert len(named["BOARD_LDSCRIPT"]) == 1 and (folder / "board.h").is_file()
+
+
+def test_an_unknown_board_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    proc = _make("check-board", "BOARD=an386")  # the Makefile takes full names only
+    assert proc.returncode != 0
+    assert f"firmware: board an386: use one of {' '.join(BOARDS)}" in proc.stderr
+    proc = _make("runner", f"FW={tmp_path}", f"BOARD={BOARDS[0]}", f"OUT={tmp_path}")
+    assert proc.returncode != 0 and "firmware: no export in" in proc.stderr
+
+
+def test_the_python_side_lists_no_board_file() -> None:
+    """firmware_export asks firmware/Makefile to build; board files are named there only."""
+    for path in sorted((ROOT / "firmware_export").glob("*.py")):
+        text = path.read_text()
+        for word in ("board/", "startup.c", ".ld", "uart_cmsdk", "semihost.c"):
+            assert word not in text, f"{path.relative_to(ROOT)} names {word!r}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(arm_tools_missing() is not None, reason=f"{arm_tools_missing()}")
+def test_a_file_an_older_export_left_behind_is_not_built(tmp_path_factory, tmp_path) -> None:
+    """A file no longer in files.json (a renamed engine source) would define its symbols twice."""
+    bundle = dut_bundle(tmp_path_factory)
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("build"))
+    stale = copy / "firmware" / "engine" / "tg_stale_copy.c"
+    stale.write_text((copy / "firmware" / "engine" / "tg_stream.c").read_text())
+    proc = _make(f"BUNDLE={copy}", f"TARGETS={BOARDS[0]}", "OPTS=Os")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (copy / "firmware" / "build" / f"{BOARDS[0]}-Os" / "dut.elf").is_file()
 
 
 # ---- the parser on the host ---------------------------------------------------

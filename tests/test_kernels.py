@@ -29,8 +29,8 @@ runtime = pytest.importorskip("tflite_micro").runtime
 
 from tensorflow.lite.python import schema_py_generated as fb  # noqa: E402
 
-from firmware_export import cbuild  # noqa: E402
 from edge_runtime import tflm_ref as ref  # noqa: E402
+from firmware_export import cbuild  # noqa: E402
 
 TOLERANCE = 0  # bit-exact: any difference grows through the recurrence
 OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}

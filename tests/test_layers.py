@@ -13,13 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TF = {"tensorflow", "keras", "tf_keras"}
 
-# package -> top-level modules it must never import (anywhere in the file, not only at the top)
-FORBIDDEN: dict[str, set[str]] = {
-    "edge_runtime": TF | {"train", "quantize", "firmware_export"},
-    "train": {"quantize", "firmware_export"},
-    "quantize": {"firmware_export"},
-    "firmware_export": TF,  # tflite_micro and ai_edge_litert are allowed
-}
+# The repository's own top-level Python packages (what a row may allow or forbid).
+PROJECT = {"edge_runtime", "train", "quantize", "firmware_export", "report", "pipeline", "search"}
+EVERY = "every stage package"
 
 
 def python_files(package: str) -> list[Path]:
@@ -46,36 +42,71 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def doc_table() -> dict[str, str]:
-    """Package -> its 'never imports' cell in docs/architecture.md's layer table."""
+def doc_table() -> dict[str, tuple[str, str]]:
+    """Package -> (its 'may import' cell, its 'never imports' cell) in docs/architecture.md."""
     rows = {}
     for line in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"^\|\s*`([a-z_]+)/`\s*\|(.*)\|(.*)\|\s*$", line)
+        m = re.match(r"^\|\s*`([a-z_]+)/`[^|]*\|(.*)\|(.*)\|\s*$", line)
         if m:
-            rows[m.group(1)] = m.group(3)
+            rows[m.group(1)] = (m.group(2), m.group(3))
     return rows
 
 
-def test_doc_table_states_these_rules() -> None:
+def _words(cell: str) -> set[str]:
+    return set(re.findall(r"[a-z_]+", cell))
+
+
+def rules() -> dict[str, tuple[set[str] | None, set[str], bool]]:
+    """Package -> (project packages it may import or None for any, what it must never
+    import, whether nothing may import it), read from the table."""
+    out = {}
+    for package, (may, never) in doc_table().items():
+        allowed = None if (EVERY in may or "everything" in may) else _words(may) & PROJECT
+        forbidden = _words(never) & (PROJECT | TF)
+        if "tensorflow" in forbidden:
+            forbidden |= {"tf_keras"}
+        out[package] = (allowed, forbidden, "nothing imports" in never)
+    return out
+
+
+def test_every_python_package_has_a_row() -> None:
     table = doc_table()
-    for package, forbidden in FORBIDDEN.items():
-        assert package in table, f"docs/architecture.md has no layer row for {package}/"
-        words = set(re.findall(r"[a-z_]+", table[package]))
-        stated = forbidden - {"tf_keras"}
-        if package == "firmware_export":
-            stated = {"tensorflow"}
-        missing = stated - words
-        assert not missing, f"{package}: docs/architecture.md does not forbid {sorted(missing)}"
+    packages = sorted(
+        p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+    )
+    missing = [p for p in [*packages, "scripts", "tests"] if p not in table]
+    assert not missing, f"docs/architecture.md's layer table has no row for {missing}"
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_package_respects_layers(package: str) -> None:
+@pytest.mark.parametrize("package", sorted(set(doc_table()) - {"firmware", "tests"}))
+def test_package_respects_its_row(package: str) -> None:
+    allowed, forbidden, _ = rules()[package]
     violations = []
     for path in python_files(package):
-        bad = imported_modules(path) & FORBIDDEN[package]
+        found = imported_modules(path)
+        bad = found & (forbidden - {package})
+        if allowed is not None:
+            bad |= (found & PROJECT) - allowed - {package}
         if bad:
             violations.append(f"{path.relative_to(ROOT)} imports {', '.join(sorted(bad))}")
     assert not violations, "layer violations:\n" + "\n".join(violations)
+
+
+def test_nothing_imports_what_its_row_keeps_private() -> None:
+    private = {p for p, (_, _, alone) in rules().items() if alone}
+    assert "pipeline" in private
+    violations = []
+    for package in set(doc_table()) - {"firmware", "tests"}:
+        for path in python_files(package):
+            bad = (imported_modules(path) & private) - {package}
+            if bad:
+                violations.append(f"{path.relative_to(ROOT)} imports {', '.join(sorted(bad))}")
+    assert not violations, "imports of private layers:\n" + "\n".join(violations)
+
+
+def test_the_ground_floor_forbids_every_layer_above_it() -> None:
+    _, forbidden, _ = rules()["edge_runtime"]
+    assert (PROJECT - {"edge_runtime", "search"}) | {"tensorflow", "keras"} <= forbidden
 
 
 def test_edge_runtime_core_is_present() -> None:

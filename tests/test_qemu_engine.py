@@ -64,12 +64,37 @@ def test_run_on_qemu_returns_head_outputs(bm: Path, host_reference) -> None:
     np.testing.assert_array_equal(y, host_reference["y"][:3])
 
 
-def test_build_is_cached(bm: Path) -> None:
+def test_build_is_cached(bm: Path, tmp_path: Path) -> None:
     result = export(bm)
     a = qemu.build_firmware(result["out"], result["prefix"], "m3")
-    b = qemu.build_firmware(result["out"], result["prefix"], "m3")
+    b = qemu.build_firmware(result["out"], result["prefix"], "mps2-an385")
     assert a == b and a.is_file()
+    assert a.parent.parent == qemu.CACHE / "runner"
     assert a != qemu.build_firmware(result["out"], result["prefix"], "m4")
+    # the key is the files, not where they are: the same export elsewhere reuses the ELF
+    elsewhere = export(bm, tmp_path / "fw")
+    assert qemu.build_firmware(elsewhere["out"], elsewhere["prefix"], "m3") == a
+    with pytest.raises(ValueError, match="prefix 'basic_motions', expected 'other'"):
+        qemu.build_firmware(result["out"], "other", "m3")
+
+
+def test_a_failed_build_names_its_first_error(bm: Path, tmp_path: Path) -> None:
+    result = export(bm, tmp_path / "fw")
+    engine_file = Path(result["out"]) / "engine" / "tg_lut_s8.c"
+    engine_file.write_text(engine_file.read_text() + "#error this export is broken\n")
+    with pytest.raises(
+        qemu.BuildError,
+        match=r"tg_lut_s8.c:\d+:\d+: error: #error this export is broken \(make -C firmware runner ",
+    ):
+        qemu.build_firmware(result["out"], result["prefix"], "m4")
+
+
+def test_targets_are_the_board_table() -> None:
+    from edge_runtime import boards
+
+    assert qemu.TARGETS == {b.core: {"machine": b.name, "cpu": b.cpu} for b in boards.BOARDS}
+    assert set(qemu.DEFAULT_TARGETS) <= set(qemu.TARGETS)
+    assert [qemu.target_name(n) for n in ("m4", "an386", "mps2-an386")] == ["m4"] * 3
 
 
 def test_a_firmware_failure_is_reported(bm: Path, host_reference) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.__main__ import main
-from quantize.convert import STEP_OPS, quantize_values
+from quantize.convert import STEP_OPS
 from quantize.stage import int8_step_inputs
 from quantize.step_model import step_inputs
 from quantize.tflite_graph import read_graph
@@ -193,7 +194,7 @@ def test_int8_ring_buffer_fill_is_the_zero_point_not_count_zero() -> None:
     s_in, zp = 0.05, -7
     iq = InputQuant.derive(scale, mean, std, s_in, zp)
     via_counts = int8_step_inputs(cfg, quantize_counts(counts, iq), zp)
-    via_float = quantize_values(step_inputs(cfg, normalize(counts, scale, mean, std)), s_in, zp)
+    via_float = contract.quantize(step_inputs(cfg, normalize(counts, scale, mean, std)), s_in, zp)
     assert via_counts.shape == via_float.shape == (5, 6, 9)
     # Equal but where float32 normalization lands across a rounding boundary.
     diff = np.abs(via_counts.astype(int) - via_float)
@@ -239,8 +240,9 @@ def test_saturated_gate_inputs_do_not_set_the_scale() -> None:
 
     import keras
 
-    from quantize.convert import calibration_pairs, convert_step, run_int8_chain
+    from quantize.convert import calibration_pairs, convert_step
     from quantize.step_model import build_step_model, run_float_chain
+    from tests.support import int8_chain
     from train.model import build_model
 
     cfg = ModelConfig(3, 4, gru_units=(8,))
@@ -280,6 +282,6 @@ def test_saturated_gate_inputs_do_not_set_the_scale() -> None:
     ref = run_float_chain(build_step_model(model, cfg, batch_size=None), cfg, test)["h1_out"]
     err = {}
     for name, tfl in (("capped", capped), ("calibrated", calibrated)):
-        out = run_int8_chain(tfl, cfg, test)
+        out = int8_chain(tfl, cfg, test)
         err[name] = float(np.mean(np.abs(out["h1_out"].astype(np.float64) / 128 - ref)))
     assert err["capped"] < err["calibrated"] / 2, err

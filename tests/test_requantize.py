@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware_export.cbuild import CC, ENGINE_DIR
+from edge_runtime.cbuild import CC
+from firmware_export.cbuild import ENGINE_DIR
 
 PROGRAM = r"""
 #include <stdio.h>

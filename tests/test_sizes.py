@@ -3,6 +3,8 @@ part and RAM (state, scratch, stream struct, worst-case stack) positive and addi
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -86,7 +88,24 @@ def test_a_float_in_the_engine_is_caught(tmp_path: Path, bm: Path) -> None:
         "int32_t tg_float_probe(int32_t a, int32_t b) { return (int32_t)((float)a * 0.5f + (float)b); }\n"
         "int32_t tg_double_probe(int32_t a) { return (int32_t)((double)a / 3.0); }\n"
     )
+    index = json.loads((src / "files.json").read_text())
+    index["files"].append({"path": "engine/tg_float_probe.c"})
+    (fw / "files.json").write_text(json.dumps(index))
     rep = sizes.firmware_sizes(fw, prefix)
     assert not rep["checks"]["ok"]
     assert "tg_float_probe" in rep["checks"]["vfp_instructions"]
     assert any(f.startswith("__aeabi_d") for f in rep["checks"]["float_helpers"])
+
+
+def test_only_the_files_of_the_export_count(tmp_path: Path, bm: Path, report: dict) -> None:
+    """An engine file an older export left behind is not measured: files.json decides."""
+    src = Path(export(bm)["out"])
+    fw = tmp_path / "fw"
+    shutil.copytree(src, fw)
+    (fw / "engine" / "tg_left_behind.c").write_text("int tg_left_behind(void) { return 1; }\n")
+    rep = sizes.firmware_sizes(fw, report["prefix"])
+    assert "tg_left_behind" not in rep["flash"]["engine_by_object"]
+    assert rep["flash"]["engine_code"] == report["flash"]["engine_code"]
+    (fw / "files.json").unlink()
+    with pytest.raises(ValueError, match=r"files.json: not an export's file list"):
+        sizes.firmware_sizes(fw, report["prefix"])

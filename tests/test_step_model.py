@@ -18,20 +18,18 @@ import keras
 import numpy as np
 import pytest
 
+from edge_runtime import tflm_ref
+from edge_runtime.interpreter import StepInterpreter
 from quantize.convert import (
     STEP_OPS,
-    Int8Step,
     PurityError,
     calibration_pairs,
     check_purity,
     convert_step,
-    io_map,
-    quantize_multiplier,
-    requantize,
-    run_int8_chain,
     step_info,
 )
 from quantize.step_model import build_step_model, run_float_chain, state_names, step_inputs
+from tests.support import int8_chain
 from train.model import ModelConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,7 +216,7 @@ def test_int8_chain_agrees_with_float_chain(converted: dict, backend: str) -> No
     for member, (cfg, model, tflite, _) in converted.items():
         windows = _windows(12, 24, cfg.n_channels, seed=4)
         ref = run_float_chain(build_step_model(model, cfg, batch_size=None), cfg, windows)
-        got = run_int8_chain(tflite, cfg, windows, backend)
+        got = int8_chain(tflite, cfg, windows, backend)
         y_err = float(np.abs(got["y_float"] - ref["y"]).max())
         assert y_err <= Y_TOL[cfg.head], (member, backend, y_err)
         for h_out in state_names(cfg)[1]:
@@ -242,43 +240,47 @@ STEP_DIFF_FRACTION = 0.02
 
 def test_litert_and_tflm_agree_on_single_steps(converted: dict) -> None:
     for member, (cfg, _, tflite, _) in converted.items():
-        chain = run_int8_chain(tflite, cfg, _windows(6, 24, cfg.n_channels, seed=5), "litert")
-        tflm = Int8Step(tflite, cfg, "tflm")
-        lite = Int8Step(tflite, cfg, "litert")
+        chain = int8_chain(tflite, cfg, _windows(6, 24, cfg.n_channels, seed=5), "litert")
+        tflm = StepInterpreter(tflite, backend="tflm")
+        lite = StepInterpreter(tflite, backend="litert")
         n, steps = chain["x"].shape[:2]
         diffs = []
         for w in range(n):
             for j in range(steps):
                 # identical inputs: the LiteRT chain's own step inputs
-                feed = {k: chain[k][w, j][None] for k in ["x", *state_names(cfg)[0]]}
-                a, b = lite(feed), tflm(feed)
-                diffs += [np.abs(a[k].astype(np.int16) - b[k]).reshape(-1) for k in a]
+                x = chain["x"][w, j][None]
+                h = [chain[k][w, j][None] for k in state_names(cfg)[0]]
+                ha, hb = [v.copy() for v in h], [v.copy() for v in h]
+                ya, yb = lite.step(x, ha), tflm.step(x, hb)
+                for a, b in zip([*ha, ya], [*hb, yb], strict=True):
+                    diffs.append(np.abs(a.astype(np.int16) - b).reshape(-1))
         d = np.concatenate(diffs)
         assert d.max() <= STEP_DIFF_MAX, (member, int(d.max()))
         assert (d > 0).mean() <= STEP_DIFF_FRACTION, (member, float((d > 0).mean()))
 
 
-def test_io_map_resolves_logical_names(converted: dict) -> None:
-    from ai_edge_litert.interpreter import Interpreter
-
+def test_step_interpreter_resolves_logical_names(converted: dict) -> None:
+    """Without a manifest the step interpreter finds every tensor by its logical name, at
+    the index and position the converted graph gives it."""
     cfg, _, tflite, _ = converted["two_layers"]
-    it = Interpreter(model_content=tflite)
-    m = io_map(it, cfg)
-    assert set(m) == {"x", "h1_in", "h2_in", "h1_out", "h2_out", "y"}
-    assert m["h2_in"]["shape"] == [1, 6] and m["h1_out"]["shape"] == [1, 8]
-    assert m["y"]["shape"] == [1, 4]
     info = step_info(tflite, cfg)
-    for k in ("x", "h1_in", "h2_in"):
-        assert m[k]["index"] == info["inputs"][k]["index"]
-        assert m[k]["position"] == info["inputs"][k]["position"]
+    for backend, key in (("litert", "index"), ("tflm", "position")):
+        it = StepInterpreter(tflite, backend=backend)
+        specs = {**it.inputs, **it.outputs}
+        assert set(specs) == {"x", "h1_in", "h2_in", "h1_out", "h2_out", "y"}
+        assert specs["h2_in"].shape == (1, 6) and specs["h1_out"].shape == (1, 8)
+        assert specs["y"].shape == (1, 4)
+        for k in ("x", "h1_in", "h2_in"):
+            assert specs[k].index == info["inputs"][k][key], (backend, k)
 
 
 def test_requantize_matches_float_rounding() -> None:
     rng = np.random.default_rng(0)
     q = rng.integers(-128, 128, 1000).astype(np.int8)
     for s_from, zp_from, s_to, zp_to in [(0.0071, 3, 0.0078125, 0), (0.01, -5, 0.004, 2)]:
-        m, s = quantize_multiplier(s_from / s_to)
-        got = requantize(q, zp_from, zp_to, m, s)
+        m, s = tflm_ref.quantize_multiplier(s_from / s_to)
+        acc = q.astype(np.int64) - zp_from
+        got = np.clip(tflm_ref.requantize(acc, m, s) + zp_to, -128, 127)
         want = np.clip(
             np.round((q.astype(np.float64) - zp_from) * s_from / s_to) + zp_to, -128, 127
         )

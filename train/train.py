@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from edge_runtime import contract
 from edge_runtime.bundle import stage_writer
 from train import plots
 from train.classify import train_classifier
@@ -93,8 +94,8 @@ def run(
             "params": int(model.count_params()),
             "selection": [s["name"] for s in result["selection"] if s.get("selected")],
         }
-        model.save(w.dir / "model_float.keras")
-        w.add_file("model_float.keras")
+        model.save(w.dir / contract.FLOAT_MODEL)
+        w.add_file(contract.FLOAT_MODEL)
         report = _write_task_outputs(w, cfg, data, result)
         m.setdefault("metrics", {})["float"] = report["test"]
         report["seconds_total"] = round(time.perf_counter() - t0, 1)
@@ -123,7 +124,7 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
         w.manifest["thresholds"]["anomaly_warmup_samples"] = r["warmup"]
         test = data.recordings_of("test")[0]
         w.write_npz(
-            "reference.npz",
+            contract.REFERENCE,
             series_counts=r["test_counts"].astype(np.int16),
             labels=r["test_labels"].astype(np.int8),
             forecast=r["test_forecast"].astype(np.float32),
@@ -151,7 +152,7 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
     rec = data.recordings_of("test") if data.windows is None else []
     offsets = np.cumsum([0] + [len(x.labels) for x in rec]).astype(np.int64)
     w.write_npz(
-        "reference.npz",
+        contract.REFERENCE,
         x_counts=te.counts.astype(np.int16),
         x_float=r["x_test"].astype(np.float32),
         y=te.y.astype(np.int16),

@@ -1,5 +1,5 @@
 /* Device under test: the tinygru engine with one exported model behind the
- * device protocol (protocol.h) on UART0 of an MPS2 board.
+ * device protocol (protocol.h) on the board's console UART (board/uart.h).
  *
  * Build with (see firmware/Makefile):
  *   -DDUT_MODEL_H='"<prefix>_model.h"' -DDUT_CONFIG_H='"<prefix>_config.h"'
@@ -9,9 +9,10 @@
 
 #include DUT_MODEL_H
 #include DUT_CONFIG_H
+#include "board.h"
 #include "protocol.h"
 #include "timer.h"
-#include "uart_cmsdk.h"
+#include "uart.h"
 
 #define DUT_CAT2(a, b) a##b
 #define DUT_CAT(a, b) DUT_CAT2(a, b)
@@ -89,8 +90,15 @@ static const tgp_model_info info = {
     .model_sha256 = DUT_SHA256,
     .engine_version = TG_ENGINE_VERSION,
     .target = DUT_TARGET,
-    .quant = "input_zero_point=" DUT_STR(DUT_(_INPUT_ZERO_POINT)) ",input_shift=" DUT_STR(
-        DUT_(_INPUT_SHIFT)) ",input_scale=" DUT_STR(DUT_(_INPUT_SCALE)) ",state_scale=" DUT_STR(DUT_(_STATE_SCALE)) ",output_scale=" DUT_STR(DUT_(_OUTPUT_SCALE)) ",output_zero_point=" DUT_STR(DUT_(_OUTPUT_ZERO_POINT)),
+    /* one string of key=value pairs; the formatter would split the string literals */
+    /* clang-format off */
+    .quant = "input_zero_point=" DUT_STR(DUT_(_INPUT_ZERO_POINT))
+             ",input_shift=" DUT_STR(DUT_(_INPUT_SHIFT))
+             ",input_scale=" DUT_STR(DUT_(_INPUT_SCALE))
+             ",state_scale=" DUT_STR(DUT_(_STATE_SCALE))
+             ",output_scale=" DUT_STR(DUT_(_OUTPUT_SCALE))
+             ",output_zero_point=" DUT_STR(DUT_(_OUTPUT_ZERO_POINT)),
+    /* clang-format on */
     .window = DUT_WINDOW,
     .channels = DUT_CHANNELS,
     .kernel = DUT_(_KERNEL),
@@ -115,13 +123,13 @@ static tgp_port port = {
 int main(void)
 {
     port.ticks_hz = timer_hz();
-    uart_init(UART_CMSDK_UART0, timer_hz(), DUT_BAUD);
+    uart_init(BOARD_CONSOLE_UART, timer_hz(), DUT_BAUD);
     timer_init();
     const tg_model_params *m = &DUT_MODEL;
     const tg_status a = tg_stream_init(&window_stream, m, window_state, DUT_STATE_BYTES, scratch,
                                        DUT_SCRATCH_BYTES);
-    const tg_status b = tg_stream_init(&live_stream, m, stream_state, DUT_STATE_BYTES, scratch,
-                                       DUT_SCRATCH_BYTES);
+    const tg_status b =
+        tg_stream_init(&live_stream, m, stream_state, DUT_STATE_BYTES, scratch, DUT_SCRATCH_BYTES);
     tgp_init(&proto, &port, &info, counts, (uint32_t)sizeof counts);
     if (a != TG_OK || b != TG_OK) {
         static const char msg[] = "e-[tg_stream_init failed]\r\n";

@@ -283,8 +283,8 @@ static void put_results(const tgp_state *p)
         if (i > 0) {
             put(p, ",", 1u);
         }
-        const float v = (float)((int32_t)p->results[i] - p->info->output_zero_point) *
-                        p->info->output_scale;
+        const float v =
+            (float)((int32_t)p->results[i] - p->info->output_zero_point) * p->info->output_scale;
         put_milli(p, v);
     }
     put_str(p, "]\r\n");

@@ -33,17 +33,17 @@ typedef struct {
     const char *profile;      /**< profile% reply: m-profile-[profile]. */
     const char *model_sha256; /**< sha256 of the int8 step model (.tflite). */
     const char *engine_version;
-    const char *target;       /**< CPU / board, e.g. "cortex-m4/mps2-an386". */
-    const char *quant;        /**< quantization summary, key=value,... */
-    int32_t window;           /**< T, samples per window. */
-    int32_t channels;         /**< C, int16 counts per sample. */
-    int32_t kernel;           /**< k */
-    int32_t stride;           /**< s */
-    int32_t n_outputs;        /**< head outputs. Range: {1, TGP_MAX_OUTPUTS}. */
+    const char *target; /**< CPU / board, e.g. "cortex-m4/mps2-an386". */
+    const char *quant;  /**< quantization summary, key=value,... */
+    int32_t window;     /**< T, samples per window. */
+    int32_t channels;   /**< C, int16 counts per sample. */
+    int32_t kernel;     /**< k */
+    int32_t stride;     /**< s */
+    int32_t n_outputs;  /**< head outputs. Range: {1, TGP_MAX_OUTPUTS}. */
     int32_t n_layers;
-    const int32_t *units;     /**< [n_layers] */
+    const int32_t *units; /**< [n_layers] */
     int32_t output_zero_point;
-    float output_scale;       /**< m-results values are (q - zero point) * scale. */
+    float output_scale; /**< m-results values are (q - zero point) * scale. */
 } tgp_model_info;
 
 /** Everything the parser needs from its environment. */
@@ -68,18 +68,18 @@ typedef struct {
 typedef struct {
     const tgp_port *port;
     const tgp_model_info *info;
-    int16_t *buf;          /**< db buffer: int16 counts, filled bytewise little endian. */
-    uint32_t buf_cap;      /**< bytes */
-    uint32_t load_size;    /**< bytes announced by db load; 0 = none. */
-    uint32_t load_pos;     /**< bytes received. */
+    int16_t *buf;       /**< db buffer: int16 counts, filled bytewise little endian. */
+    uint32_t buf_cap;   /**< bytes */
+    uint32_t load_size; /**< bytes announced by db load; 0 = none. */
+    uint32_t load_pos;  /**< bytes received. */
     char line[TGP_LINE_MAX + 1];
     uint32_t line_len;
     uint8_t line_overflow;
     uint8_t line_bad_byte;
     uint8_t have_results;
     int8_t results[TGP_MAX_OUTPUTS];
-    uint64_t last_ticks;   /**< ticks of the last timed runs. */
-    uint32_t last_runs;    /**< runs in last_ticks. */
+    uint64_t last_ticks;     /**< ticks of the last timed runs. */
+    uint32_t last_runs;      /**< runs in last_ticks. */
     uint32_t stream_samples; /**< samples pushed since the last stream reset. */
 } tgp_state;
 

@@ -46,9 +46,8 @@ static inline void tg_fc_dsp_4rows(const int8_t **xp, const int8_t *x_end, const
         "smlad %[s2], %[t0], %[x02], %[s2]\n\t"
         "cmp %[x], %[end]\n\t"
         "bne 1b"
-        : [x] "+r"(x), [p0] "+r"(p0), [p2] "+r"(p2), [s0] "+r"(s0), [s1] "+r"(s1),
-          [s2] "+r"(s2), [s3] "+r"(s3), [x02] "=&r"(x02), [x13] "=&r"(x13), [t0] "=&r"(t0),
-          [t1] "=&r"(t1)
+        : [x] "+r"(x), [p0] "+r"(p0), [p2] "+r"(p2), [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2),
+          [s3] "+r"(s3), [x02] "=&r"(x02), [x13] "=&r"(x13), [t0] "=&r"(t0), [t1] "=&r"(t1)
         : [end] "r"(x_end), [cols] "r"(cols)
         : "cc", "memory");
     *xp = x;

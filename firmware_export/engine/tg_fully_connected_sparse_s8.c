@@ -4,9 +4,9 @@
 #include "tg_dsp.h"
 #include "tg_requantize.h"
 
-void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input,
-                                  const tg_fc_sparse *w, const int32_t *bias,
-                                  const int32_t *mult, const int32_t *shift, int8_t *output)
+void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
+                                  const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                  int8_t *output)
 {
     const int32_t rows = p->rows;
     const int32_t cols = p->cols;
@@ -56,14 +56,5 @@ void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input,
             }
             y[r] = tg_fc_out(acc, mult[r], shift[r], out_off, lo, hi);
         }
-    }
-}
-
-void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y)
-{
-    if (l->sparse != 0) {
-        tg_fully_connected_sparse_s8(&l->p, x, l->sparse, l->bias, l->mult, l->shift, y);
-    } else {
-        tg_fully_connected_s8(&l->p, x, l->weights, l->bias, l->mult, l->shift, y);
     }
 }

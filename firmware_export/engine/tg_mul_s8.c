@@ -9,8 +9,8 @@ void tg_mul_s8(const tg_mul_params *p, const int8_t *in1, int32_t in1_stride, co
     for (int32_t i = 0; i < size; ++i) {
         const int32_t a = (int32_t)in1[i * in1_stride] + p->input1_offset;
         const int32_t b = (int32_t)in2[i * in2_stride] + p->input2_offset;
-        const int32_t y = tg_requantize(a * b, p->output_multiplier, p->output_shift) +
-                          p->output_offset;
+        const int32_t y =
+            tg_requantize(a * b, p->output_multiplier, p->output_shift) + p->output_offset;
         out[i] = (int8_t)tg_clamp(y, p->act_min, p->act_max);
     }
 }

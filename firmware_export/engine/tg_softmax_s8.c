@@ -48,8 +48,8 @@ static int32_t count_leading_zeros(uint32_t x)
     return n;
 }
 
-void tg_softmax_s8(const int32_t exp_table[256], const int8_t *input, int8_t *output,
-                   int32_t rows, int32_t depth)
+void tg_softmax_s8(const int32_t exp_table[256], const int8_t *input, int8_t *output, int32_t rows,
+                   int32_t depth)
 {
     for (int32_t r = 0; r < rows; ++r) {
         const int8_t *x = input + r * depth;

@@ -36,12 +36,12 @@ int32_t tg_scratch_buffer_size(const tg_model_params *m)
 static int model_ok(const tg_model_params *m)
 {
     return m->format_version == TG_FORMAT_VERSION && m->n_layers >= 1 &&
-           m->n_layers <= TG_MAX_LAYERS && m->channels >= 1 && m->kernel >= 1 &&
-           m->stride >= 1 && m->n_outputs >= 1;
+           m->n_layers <= TG_MAX_LAYERS && m->channels >= 1 && m->kernel >= 1 && m->stride >= 1 &&
+           m->n_outputs >= 1;
 }
 
-tg_status tg_stream_init(tg_stream *s, const tg_model_params *m, int8_t *state,
-                         int32_t state_size, int8_t *scratch, int32_t scratch_size)
+tg_status tg_stream_init(tg_stream *s, const tg_model_params *m, int8_t *state, int32_t state_size,
+                         int8_t *scratch, int32_t scratch_size)
 {
     if (s == 0 || m == 0 || state == 0 || scratch == 0) {
         return TG_ERROR_ARGUMENT;

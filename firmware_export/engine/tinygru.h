@@ -46,11 +46,11 @@ extern "C" {
 
 /** Result of an engine call. Negative values are errors. */
 typedef enum {
-    TG_OK = 0,            /**< Done; no head output this time. */
-    TG_OUTPUT_READY = 1,  /**< A step ran and the head output was written. */
-    TG_ERROR_ARGUMENT = -1,  /**< A NULL pointer or a negative count. */
-    TG_ERROR_BUFFER = -2,    /**< A caller buffer is smaller than the *_buffer_size() query. */
-    TG_ERROR_MODEL = -3      /**< Model data with another TG_FORMAT_VERSION or bad sizes. */
+    TG_OK = 0,              /**< Done; no head output this time. */
+    TG_OUTPUT_READY = 1,    /**< A step ran and the head output was written. */
+    TG_ERROR_ARGUMENT = -1, /**< A NULL pointer or a negative count. */
+    TG_ERROR_BUFFER = -2,   /**< A caller buffer is smaller than the *_buffer_size() query. */
+    TG_ERROR_MODEL = -3     /**< Model data with another TG_FORMAT_VERSION or bad sizes. */
 } tg_status;
 
 /**
@@ -62,18 +62,19 @@ typedef enum {
  */
 typedef struct {
     const uint8_t *group_count; /**< [rows] kept groups of each row. */
-    const uint8_t *group_index; /**< [sum of group_count] group numbers g, ascending, row after row. */
+    const uint8_t *group_index; /**< [sum of group_count] group numbers g, ascending,
+                                     row after row. */
     const int8_t *values;       /**< [sum of group_count][4] weights of the kept groups;
                                      entries past the last column are 0. */
 } tg_fc_sparse;
 
 /** One FULLY_CONNECTED layer: sizes, offsets, clamp and constant data. */
 typedef struct {
-    tg_fc_params p;         /**< batches = 1, rows, cols; input_offset = 0 (folded). */
-    const int8_t *weights;  /**< [rows][cols], symmetric int8; NULL when sparse is set. */
-    const int32_t *bias;    /**< [rows]: bias - input_zp * row sum of ALL weights. */
-    const int32_t *mult;    /**< [rows] multipliers. Range: [2^30, 2^31 - 1] or 0. */
-    const int32_t *shift;   /**< [rows] shifts. Range: {-31, 30}. */
+    tg_fc_params p;             /**< batches = 1, rows, cols; input_offset = 0 (folded). */
+    const int8_t *weights;      /**< [rows][cols], symmetric int8; NULL when sparse is set. */
+    const int32_t *bias;        /**< [rows]: bias - input_zp * row sum of ALL weights. */
+    const int32_t *mult;        /**< [rows] multipliers. Range: [2^30, 2^31 - 1] or 0. */
+    const int32_t *shift;       /**< [rows] shifts. Range: {-31, 30}. */
     const tg_fc_sparse *sparse; /**< Block-sparse weights, or NULL for dense weights. */
 } tg_fc_layer;
 
@@ -84,43 +85,43 @@ typedef struct {
  * an omitted group is all zero and adds nothing to the int32 accumulator (with a
  * folded input zero point the bias holds the full dense row sum).
  */
-void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input,
-                                  const tg_fc_sparse *w, const int32_t *bias,
-                                  const int32_t *mult, const int32_t *shift, int8_t *output);
+void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
+                                  const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                                  int8_t *output);
 
 /** @brief Run one layer, dense or block-sparse as its data says: y = fc(x). */
 void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y);
 
 /** One GRU layer (gate order z, r, h~; reset applied after the recurrent product). */
 typedef struct {
-    int32_t units;              /**< U. Range: {1, 64}. */
-    int32_t input_size;         /**< Width of the layer input. */
-    tg_fc_layer gx;             /**< gx = x W + b_in, 3U rows: [z | r | h~] parts. */
-    tg_fc_layer gh;             /**< gh = h U + b_rec, 3U rows. */
-    tg_addsub_params zr_add;    /**< gx_zr + gh_zr. */
-    const int8_t *sigmoid;      /**< [256] LOGISTIC table: [z | r] = sigma(...). */
-    tg_mul_params r_mul;        /**< r (.) gh_h. */
-    tg_addsub_params h_add;     /**< gx_h + r (.) gh_h. */
-    const int8_t *tanh;         /**< [256] TANH table: h~ = tanh(...). */
-    tg_addsub_params h_sub;     /**< h - h~. */
-    tg_mul_params z_mul;        /**< z (.) (h - h~). */
-    tg_addsub_params out_add;   /**< h' = h~ + z (.) (h - h~). */
-    int32_t h_zero_point;       /**< int8 encoding of h = 0 (the reset state). */
+    int32_t units;            /**< U. Range: {1, 64}. */
+    int32_t input_size;       /**< Width of the layer input. */
+    tg_fc_layer gx;           /**< gx = x W + b_in, 3U rows: [z | r | h~] parts. */
+    tg_fc_layer gh;           /**< gh = h U + b_rec, 3U rows. */
+    tg_addsub_params zr_add;  /**< gx_zr + gh_zr. */
+    const int8_t *sigmoid;    /**< [256] LOGISTIC table: [z | r] = sigma(...). */
+    tg_mul_params r_mul;      /**< r (.) gh_h. */
+    tg_addsub_params h_add;   /**< gx_h + r (.) gh_h. */
+    const int8_t *tanh;       /**< [256] TANH table: h~ = tanh(...). */
+    tg_addsub_params h_sub;   /**< h - h~. */
+    tg_mul_params z_mul;      /**< z (.) (h - h~). */
+    tg_addsub_params out_add; /**< h' = h~ + z (.) (h - h~). */
+    int32_t h_zero_point;     /**< int8 encoding of h = 0 (the reset state). */
 } tg_gru_params;
 
 /** A whole model: sizes, input quantization and pointers to const model data. */
 typedef struct {
-    uint32_t format_version;    /**< TG_FORMAT_VERSION of the generator. */
-    int32_t channels;           /**< C, values per raw sample. Range: {1, ...}. */
-    int32_t kernel;             /**< k, samples per step input. Range: {1, ...}. */
-    int32_t stride;             /**< s, a step every s samples. Range: {1, k}. */
-    int32_t n_layers;           /**< GRU layers. Range: {1, TG_MAX_LAYERS}. */
-    int32_t has_front_end;      /**< 1 when front_end is used. */
-    tg_fc_layer front_end;      /**< relu(x W + b) over k*C inputs. */
+    uint32_t format_version; /**< TG_FORMAT_VERSION of the generator. */
+    int32_t channels;        /**< C, values per raw sample. Range: {1, ...}. */
+    int32_t kernel;          /**< k, samples per step input. Range: {1, ...}. */
+    int32_t stride;          /**< s, a step every s samples. Range: {1, k}. */
+    int32_t n_layers;        /**< GRU layers. Range: {1, TG_MAX_LAYERS}. */
+    int32_t has_front_end;   /**< 1 when front_end is used. */
+    tg_fc_layer front_end;   /**< relu(x W + b) over k*C inputs. */
     tg_gru_params gru[TG_MAX_LAYERS];
-    tg_fc_layer head;           /**< Head logits (classifier) or forecast. */
-    const int32_t *softmax_exp; /**< [256] SOFTMAX exp table, NULL for a forecast head. */
-    int32_t n_outputs;          /**< Head outputs. */
+    tg_fc_layer head;                /**< Head logits (classifier) or forecast. */
+    const int32_t *softmax_exp;      /**< [256] SOFTMAX exp table, NULL for a forecast head. */
+    int32_t n_outputs;               /**< Head outputs. */
     const int32_t *input_multiplier; /**< [C] M_c of the count quantization. */
     const int64_t *input_bias;       /**< [C] B_c. */
     int32_t input_shift;             /**< S. Range: {1, 62}. */
@@ -130,10 +131,10 @@ typedef struct {
 /** Caller-owned streaming state (see tg_stream_init). */
 typedef struct {
     const tg_model_params *model;
-    int8_t *h;        /**< GRU states, layer after layer (sum of units bytes). */
-    int8_t *ring;     /**< [k][C] last k quantized samples, oldest first. */
-    int8_t *scratch;  /**< tg_scratch_buffer_size() bytes between ops. */
-    uint32_t t;       /**< Samples pushed since the last reset. */
+    int8_t *h;       /**< GRU states, layer after layer (sum of units bytes). */
+    int8_t *ring;    /**< [k][C] last k quantized samples, oldest first. */
+    int8_t *scratch; /**< tg_scratch_buffer_size() bytes between ops. */
+    uint32_t t;      /**< Samples pushed since the last reset. */
 } tg_stream;
 
 /** @brief Bytes of state tg_stream_init needs: all GRU states plus the k*C ring. */
@@ -146,8 +147,8 @@ int32_t tg_scratch_buffer_size(const tg_model_params *m);
  * @brief Bind caller buffers to a stream and reset it.
  * @return TG_OK, TG_ERROR_ARGUMENT, TG_ERROR_BUFFER or TG_ERROR_MODEL.
  */
-tg_status tg_stream_init(tg_stream *s, const tg_model_params *m, int8_t *state,
-                         int32_t state_size, int8_t *scratch, int32_t scratch_size);
+tg_status tg_stream_init(tg_stream *s, const tg_model_params *m, int8_t *state, int32_t state_size,
+                         int8_t *scratch, int32_t scratch_size);
 
 /** @brief Zero state (h = 0, ring = input zero point, t = 0). */
 void tg_reset(tg_stream *s);
@@ -211,9 +212,19 @@ const int8_t *tg_debug_data(void);
 
 /** Op ids recorded by TG_TRACE; layers record theirs in layer order. */
 enum {
-    TG_OP_FRONT_END = 0, TG_OP_HEAD = 1, TG_OP_SOFTMAX = 2,
-    TG_OP_GX = 3, TG_OP_GH = 4, TG_OP_ZR_ADD = 5, TG_OP_SIGMOID = 6, TG_OP_R_MUL = 7,
-    TG_OP_H_ADD = 8, TG_OP_TANH = 9, TG_OP_H_SUB = 10, TG_OP_Z_MUL = 11, TG_OP_OUT_ADD = 12
+    TG_OP_FRONT_END = 0,
+    TG_OP_HEAD = 1,
+    TG_OP_SOFTMAX = 2,
+    TG_OP_GX = 3,
+    TG_OP_GH = 4,
+    TG_OP_ZR_ADD = 5,
+    TG_OP_SIGMOID = 6,
+    TG_OP_R_MUL = 7,
+    TG_OP_H_ADD = 8,
+    TG_OP_TANH = 9,
+    TG_OP_H_SUB = 10,
+    TG_OP_Z_MUL = 11,
+    TG_OP_OUT_ADD = 12
 };
 
 #ifdef __cplusplus

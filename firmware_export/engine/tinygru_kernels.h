@@ -92,12 +92,12 @@ typedef struct {
  * @param[out] out        [size] int8.
  * @param[in]  size       Number of outputs. Range: {0, ...}.
  */
-void tg_add_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride,
-               const int8_t *in2, int32_t in2_stride, int8_t *out, int32_t size);
+void tg_add_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride, const int8_t *in2,
+               int32_t in2_stride, int8_t *out, int32_t size);
 
 /** @brief int8 SUB: as tg_add_s8 with the scaled input 2 subtracted (in1 - in2). */
-void tg_sub_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride,
-               const int8_t *in2, int32_t in2_stride, int8_t *out, int32_t size);
+void tg_sub_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride, const int8_t *in2,
+               int32_t in2_stride, int8_t *out, int32_t size);
 
 /** Quantization of an int8 MUL. */
 typedef struct {
@@ -145,8 +145,8 @@ void tg_lut_s8(const int8_t table[256], const int8_t *input, int8_t *output, int
  * @param[in]  rows      Range: {1, ...}.
  * @param[in]  depth     Range: {1, 4096}.
  */
-void tg_softmax_s8(const int32_t exp_table[256], const int8_t *input, int8_t *output,
-                   int32_t rows, int32_t depth);
+void tg_softmax_s8(const int32_t exp_table[256], const int8_t *input, int8_t *output, int32_t rows,
+                   int32_t depth);
 
 #ifdef __cplusplus
 }

@@ -12,8 +12,8 @@ static void fake_write(void *ctx, const char *s, uint32_t n)
         if (c == '\n') {
             const uint32_t len = d->cur_len;
             const int crlf = len > 0u && d->cur[len - 1u] == '\r';
-            const int prefix = len >= 2u && (d->cur[0] == 'm' || d->cur[0] == 'e') &&
-                               d->cur[1] == '-';
+            const int prefix =
+                len >= 2u && (d->cur[0] == 'm' || d->cur[0] == 'e') && d->cur[1] == '-';
             if (!crlf || !prefix) {
                 d->bad_lines++;
             }

@@ -16,10 +16,10 @@
 
 typedef struct {
     char out[FAKE_OUT_CAP];
-    uint32_t out_len;      /* bytes kept in out (stops growing at the cap) */
-    uint64_t out_total;    /* bytes written */
-    uint32_t ready_lines;  /* lines equal to "m-ready" */
-    uint32_t bad_lines;    /* lines not starting with "m-" or "e-", or not ending in CR LF */
+    uint32_t out_len;     /* bytes kept in out (stops growing at the cap) */
+    uint64_t out_total;   /* bytes written */
+    uint32_t ready_lines; /* lines equal to "m-ready" */
+    uint32_t bad_lines;   /* lines not starting with "m-" or "e-", or not ending in CR LF */
     char cur[512];
     uint32_t cur_len;
     uint64_t now;

@@ -13,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from edge_runtime.contract import round_half_away
+
 INT16_MIN = -32768
 INT16_MAX = 32767
 
@@ -64,11 +66,11 @@ class SensorData:
 def to_counts(values: np.ndarray, scale: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """Physical values (..., C) -> int16 counts with a per-channel scale (units per count).
 
-    Rounds half away from zero and clips to int16. Returns the counts and the number
+    Rounds half away from zero (the device contract's rule) and clips to int16. Returns the counts and the number
     of clipped values per channel (int64, shape (C,)).
     """
     q = np.asarray(values, dtype=np.float64) / np.asarray(scale, dtype=np.float64)
-    q = np.sign(q) * np.floor(np.abs(q) + 0.5)
+    q = round_half_away(q)
     over = (q < INT16_MIN) | (q > INT16_MAX)
     clipped = over.reshape(-1, q.shape[-1]).sum(axis=0).astype(np.int64)
     return np.clip(q, INT16_MIN, INT16_MAX).astype(np.int16), clipped

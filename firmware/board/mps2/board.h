@@ -8,6 +8,9 @@
 /** Processor clock, which also drives SysTick (CLKSOURCE = 1). */
 #define BOARD_CPU_HZ 25000000u
 
+/** The console UART (uart.h): CMSDK UART0. */
+#define BOARD_CONSOLE_UART 0x40004000u
+
 /** External interrupts wired in the vector table. */
 #define BOARD_N_IRQS 32
 #define BOARD_IRQ_UART0_RX 0

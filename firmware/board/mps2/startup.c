@@ -72,7 +72,10 @@ __attribute__((section(".vectors"), used)) static const tg_vector vectors[16 + B
     fault_handler, /* MemManage */
     fault_handler, /* BusFault */
     fault_handler, /* UsageFault */
-    0, 0, 0, 0,
+    0,
+    0,
+    0,
+    0,
     board_default_handler, /* SVCall */
     board_default_handler, /* DebugMonitor */
     0,

@@ -1,3 +1,4 @@
+/* The tick counter (timer.h) on SysTick, counting at the processor clock. */
 #include "timer.h"
 
 #include "board.h"

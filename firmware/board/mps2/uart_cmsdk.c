@@ -1,6 +1,10 @@
-#include "uart_cmsdk.h"
+/* The console UART (uart.h) on the Arm CMSDK APB UART: UART0 of the MPS2 boards. */
+#include "uart.h"
 
 #include "board.h"
+
+/** Receive ring size in bytes (a power of two). */
+#define UART_RX_RING 512u
 
 /* Register offsets and bits. */
 #define UART_DATA 0x00u
@@ -39,7 +43,7 @@ void uart_init(uint32_t base, uint32_t clock_hz, uint32_t baud)
     (void)BOARD_REG(base + UART_DATA); /* one dummy read: no stale RX-full state */
     BOARD_REG(base + UART_INT) = INT_RX | INT_TX;
     BOARD_REG(base + UART_CTRL) = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_IRQ_EN | CTRL_TX_IRQ_EN;
-    if (base == UART_CMSDK_UART0) {
+    if (base == BOARD_CONSOLE_UART) {
         board_irq_enable(BOARD_IRQ_UART0_RX);
         board_irq_enable(BOARD_IRQ_UART0_TX);
     }

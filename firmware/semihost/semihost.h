@@ -1,4 +1,4 @@
-/* ARM semihosting calls (bkpt 0xab) used by the emulator test program. */
+/* ARM semihosting calls (bkpt 0xab) of the programs that run under QEMU with files. */
 #ifndef TG_SEMIHOST_H
 #define TG_SEMIHOST_H
 

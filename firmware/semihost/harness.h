@@ -1,4 +1,4 @@
-/* What the emulator programs (engine/target/main.c, kbench/kernel_bench.c) share:
+/* What the semihosting programs (runner/main.c, kbench/kernel_bench.c) share:
  * the SysTick registers they time with and little-endian u32 access to file buffers. */
 #ifndef TG_HARNESS_H
 #define TG_HARNESS_H
@@ -20,8 +20,7 @@ static inline void put_u32(uint8_t *p, uint32_t v)
 
 static inline uint32_t get_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 #endif /* TG_HARNESS_H */

@@ -1,14 +1,15 @@
-/* SysTick as a free-running 64-bit tick counter at the processor clock.
+/* The tick counter every board provides (board/<support>/ implements it): a free-running
+ * 64-bit count, on the MPS2 boards SysTick at the processor clock.
  *
  * Under QEMU with -icount shift=0 one guest instruction takes 1 ns of virtual
  * time, so on the 25 MHz MPS2 boards one tick is 40 instructions: differences
  * of timer_ticks() count instructions, not Cortex-M cycles. */
-#ifndef TIMER_H
-#define TIMER_H
+#ifndef BOARD_TIMER_H
+#define BOARD_TIMER_H
 
 #include <stdint.h>
 
-/** @brief Start SysTick (processor clock, reload 2^24 - 1, wrap interrupt). */
+/** @brief Start counting from 0 (on MPS2: SysTick, reload 2^24 - 1, wrap interrupt). */
 void timer_init(void);
 
 /** @return ticks since timer_init. */
@@ -23,4 +24,4 @@ void timer_resume(void);
 /** @return tick rate in Hz. */
 uint32_t timer_hz(void);
 
-#endif /* TIMER_H */
+#endif /* BOARD_TIMER_H */

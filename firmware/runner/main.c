@@ -1,7 +1,8 @@
-/* Emulator test program: raw counts in, engine outputs out, via semihosting
- * files in the emulator's working directory.
+/* The engine runner: raw counts in, engine outputs out, via semihosting files in
+ * the emulator's working directory (firmware_export/qemu.py drives it).
  *
- * Build with -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
+ * Built by `make -C firmware runner FW=<export> BOARD=<board> OUT=<dir>` with
+ * -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
  * -DTGT_STATE_BYTES=... -DTGT_SCRATCH_BYTES=...
  *
  * Windows (tg_window, each from a zero state):
@@ -26,8 +27,8 @@
 #include "harness.h"
 #include "semihost.h"
 
-#define TGT_MAGIC_IN 0x4e494754u  /* "TGIN" */
-#define TGT_MAGIC_OUT 0x554f4754u /* "TGOU" */
+#define TGT_MAGIC_IN 0x4e494754u         /* "TGIN" */
+#define TGT_MAGIC_OUT 0x554f4754u        /* "TGOU" */
 #define TGT_MAGIC_SERIES_IN 0x53494754u  /* "TGIS" */
 #define TGT_MAGIC_SERIES_OUT 0x534f4754u /* "TGOS" */
 #define TGT_MAX_COUNTS 16384

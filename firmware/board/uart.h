@@ -1,21 +1,16 @@
-/* Arm CMSDK APB UART driver: interrupt-driven receive into a ring buffer;
- * transmit waits for a free buffer in WFI, woken by the TX interrupt. */
-#ifndef UART_CMSDK_H
-#define UART_CMSDK_H
+/* The console UART every board provides (board/<support>/ implements it): interrupt-driven
+ * receive into a ring buffer; transmit waits for room in the core's sleep (WFI), woken by
+ * the transmit interrupt. The DUT speaks the device protocol over it. */
+#ifndef BOARD_UART_H
+#define BOARD_UART_H
 
 #include <stdint.h>
 
-/** UART0 of the MPS2 boards. */
-#define UART_CMSDK_UART0 0x40004000u
-
-/** Receive ring size in bytes (a power of two). */
-#define UART_RX_RING 512u
-
 /**
  * @brief Enable TX and RX with the RX interrupt for the UART at `base`.
- * @param base     register base (UART_CMSDK_UART0).
- * @param clock_hz peripheral clock.
- * @param baud     line rate; BAUDDIV = clock_hz / baud, at least 16.
+ * @param base     register base: BOARD_CONSOLE_UART of board.h.
+ * @param clock_hz the UART's clock.
+ * @param baud     line rate; the divider is clock_hz / baud, as the UART allows.
  */
 void uart_init(uint32_t base, uint32_t clock_hz, uint32_t baud);
 
@@ -31,4 +26,4 @@ uint8_t uart_read_blocking(void);
 /** @return bytes dropped because the receive ring was full. */
 uint32_t uart_rx_overruns(void);
 
-#endif /* UART_CMSDK_H */
+#endif /* BOARD_UART_H */

@@ -2,7 +2,8 @@
  * the model's steps, each on its real inputs, repeated, timed with SysTick; then
  * whole model steps (tg_model_step) chained over the same inputs.
  *
- * Build with -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
+ * Built by `make -C firmware kbench FW=<export> BOARD=<board> OUT=<dir>` with
+ * -DTGT_MODEL_H='"<prefix>_model.h"' -DTGT_MODEL=<prefix>_model
  * -DTGT_STATE_BYTES=... -DTGT_SCRATCH_BYTES=...
  *
  * FC layers in model order: front end (if any), per GRU layer gx then gh, head.
@@ -95,8 +96,8 @@ int main(void)
     const uint32_t reps = get_u32(head + 4);
     const uint32_t n_steps = get_u32(head + 8);
     const uint32_t spins = get_u32(head + 16);
-    if (get_u32(head) != KB_MAGIC_IN || get_u32(head + 12) != n_fc || reps == 0u ||
-        n_steps == 0u || spins == 0u) {
+    if (get_u32(head) != KB_MAGIC_IN || get_u32(head + 12) != n_fc || reps == 0u || n_steps == 0u ||
+        spins == 0u) {
         return KB_EXIT_HEADER;
     }
     if (sh_read(in, head + 20, 8u * n_fc) != 0) {
