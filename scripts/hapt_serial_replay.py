@@ -12,29 +12,28 @@ For each recording in a bundle's ``reference.npz`` (``rec_counts``,
    sequence number, CRC-16/CCITT-FALSE), ``--encoding line`` sends
    ``n=<seq>,v1,...,vC`` count lines;
 3. recomputes every window (start every ``hop`` samples from the recording
-   start, ``window`` samples long) with an offline int8 step chain written from
-   the manifest with ``ai_edge_litert`` directly, and counts the windows whose
-   int8 head output is identical to the one the runtime emitted;
+   start, ``window`` samples long) with the offline int8 step chain
+   (``edge_runtime.stream.chain.StepChain``: the contract's step inputs, not the
+   streaming ring buffer), and counts the windows whose int8 head output is
+   identical to the one the runtime emitted;
 4. scores window-exact and continuous predictions against ``rec_labels`` on the
    label-pure windows (all samples share one label >= 0) and measures the
    agreement between the two modes.
 
-Usage (from the repository root)::
+Usage (from the repository root, or anywhere with tinygru-edge installed)::
 
-    .venv/bin/python scripts/hapt_serial_replay.py --bundle build/har [--subjects 2,4]
+    .venv/bin/python -m scripts.hapt_serial_replay --bundle build/har [--subjects 2,4]
         [--limit N] [--encoding frame|line] [--realtime-seconds 10] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import binascii
 import json
 import os
 import re
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,31 +45,20 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import contract
+from edge_runtime.bundle import Bundle
+from edge_runtime.frames import encode_frame
+from edge_runtime.sources.bridge import Bridge
+from edge_runtime.stream import MODES
+from edge_runtime.stream.chain import StepChain
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from edge_runtime.bundle import Bundle  # noqa: E402
-from tests.support import Bridge, OfflineChain  # noqa: E402
-
-MODES = ("window-exact", "continuous")
 SUMMARY_RE = re.compile(
     r"samples (\d+), results (\d+), bad samples (\d+), gaps (\d+) \((\d+) samples missing\)"
 )
 
 
-# --------------------------------------------------------------------------- offline chain
-
-
 # --------------------------------------------------------------------------- encodings
-
-
-def encode_frame(counts: np.ndarray, seq: int) -> bytes:
-    """One binary frame (docs/protocol-serial.md) carrying ``counts`` ``(S, C)``."""
-    s, c = counts.shape
-    payload = np.ascontiguousarray(counts, dtype="<i2").tobytes()
-    head = struct.pack("<BBBBBHH", 0xA5, 0x5A, 1, c, s, seq & 0xFFFF, len(payload))
-    body = head + payload
-    return body + struct.pack("<H", binascii.crc_hqx(body, 0xFFFF))
 
 
 def encode_lines(counts: np.ndarray, seq: int) -> bytes:
@@ -217,13 +205,13 @@ def replay_recording(
     group: str,
     args: argparse.Namespace,
     manifest: dict[str, Any],
-    chain: OfflineChain,
+    chain: StepChain,
     work: Path,
 ) -> dict[str, Any]:
     pre = manifest["preprocess"]
     T, H = int(pre["window"]), int(pre["hop"])
     s = int(manifest["model"]["config"].get("front_end_stride", 1))
-    last_step = s * ((T - 1) // s)
+    last_step = contract.last_step(T, s)
     rate = float(manifest["dataset"]["sample_rate"])
     n = len(counts)
     runtime = shlex.split(args.runtime)
@@ -439,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.bundle = args.bundle.resolve()
 
-    manifest = json.loads((args.bundle / "manifest.json").read_text())
-    ref = np.load(args.bundle / "reference.npz")
+    manifest = json.loads((args.bundle / contract.MANIFEST).read_text())
+    ref = np.load(args.bundle / contract.REFERENCE)
     offsets = ref["rec_offsets"]
     groups = [str(g) for g in ref["rec_groups"]]
     chosen = list(range(len(offsets) - 1))
@@ -449,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [i for i in chosen if subject_of(groups[i]) in want]
     if args.limit:
         chosen = chosen[: args.limit]
-    chain = OfflineChain(Bundle.open(args.bundle))
+    chain = StepChain(Bundle.open(args.bundle))
     T, H = int(manifest["preprocess"]["window"]), int(manifest["preprocess"]["hop"])
 
     work = args.work or Path(tempfile.mkdtemp(prefix="hapt_serial_"))

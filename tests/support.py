@@ -1,17 +1,16 @@
-"""Test references shared by the tests and scripts/hapt_serial_replay.py.
+"""Test references shared by the tests.
 
 - ``OfflineChain``: the int8 step chain written from the manifest alone with
   ai_edge_litert, independent of edge_runtime.stream (what the streaming runtime
   is compared with).
-- ``Bridge``: socat joining two ptys, so a sensor stream crosses a real tty.
 - ``build_bundle``: a tiny real bundle (trained, int8) from a shipped config.
+
+(socat joining two ptys is ``edge_runtime.sources.bridge.Bridge``.)
 """
 
 from __future__ import annotations
 
 import functools
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,44 +66,6 @@ class OfflineChain:
 
     def window(self, counts: np.ndarray) -> np.ndarray:
         return self.steps(counts)[-1]
-
-
-class Bridge:
-    """socat joining two ptys, reachable as ``a`` and ``b`` (symlinks in a temp folder)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.a = folder / "a"
-        self.b = folder / "b"
-        self.log = folder / "socat.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    "socat",
-                    "-d",
-                    "-d",
-                    f"pty,raw,echo=0,link={self.a}",
-                    f"pty,raw,echo=0,link={self.b}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-        t0 = time.monotonic()
-        while not (self.a.exists() and self.b.exists()):
-            if self.proc.poll() is not None or time.monotonic() - t0 > 10:
-                raise RuntimeError(f"socat did not start: {self.log.read_text()}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import serial
 
 from edge_runtime.frames import encode_frame, encode_frames
 from edge_runtime.sources import Backoff, Bad, Gap, Sample, open_source
-from tests.support import Bridge
+from edge_runtime.sources.bridge import Bridge
 
 pytestmark = pytest.mark.skipif(
     shutil.which("socat") is None,

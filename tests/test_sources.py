@@ -24,10 +24,10 @@ from edge_runtime.sources import (
     Bad,
     Gap,
     LineDecoder,
+    PortLost,
     Sample,
     Source,
     SourceError,
-    _Lost,
     channel_limits,
     iter_events,
     open_source,
@@ -105,7 +105,7 @@ def fake_source(scripts: list[list], **kw) -> Source:
     def opener() -> FakeReader:
         s = queue.pop(0) if queue else []
         if s is None:
-            raise _Lost("no such device")
+            raise PortLost("no such device")
         return FakeReader(s)
 
     kw.setdefault("reconnectable", True)
@@ -323,7 +323,7 @@ def test_every_fault_yields_bad_or_gap_and_good_samples_exactly_once() -> None:
         good[4] + good[4],  # a duplicated line
         b"".join(good[7:9]),  # 5, 6 lost: a sequence gap of 2
         good[9][:6],
-        _Lost("device reports readiness to read but returned no data"),
+        PortLost("device reports readiness to read but returned no data"),
     ]
     after = [b"".join(good[12:20])]  # 9 cut off by the loss, 10 and 11 lost during the outage
     src = fake_source([script, None, None, after], encoding="auto")
@@ -342,7 +342,7 @@ def test_every_fault_yields_bad_or_gap_and_good_samples_exactly_once() -> None:
 
 
 def test_reconnect_without_sequence_numbers_estimates_missing() -> None:
-    src = fake_source([[b"1,2,3\n", _Lost("gone")], [b"4,5,6\n"]], encoding="line")
+    src = fake_source([[b"1,2,3\n", PortLost("gone")], [b"4,5,6\n"]], encoding="line")
     ev = run(src)
     assert [type(e).__name__ for e in ev] == ["Sample", "Gap", "Sample"]
     assert ev[1].reason == "reconnect" and ev[1].missing >= 0
@@ -350,7 +350,7 @@ def test_reconnect_without_sequence_numbers_estimates_missing() -> None:
 
 def test_reconnect_gives_up_after_backoff_limit() -> None:
     src = fake_source(
-        [[b"1,2,3\n", _Lost("gone")]] + [None] * 1000,
+        [[b"1,2,3\n", PortLost("gone")]] + [None] * 1000,
         backoff=Backoff(initial=0.001, maximum=0.002, give_up=0.05),
     )
     with pytest.raises(SourceError, match="giving up"):
@@ -359,7 +359,7 @@ def test_reconnect_gives_up_after_backoff_limit() -> None:
 
 
 def test_no_reconnect_ends_the_stream() -> None:
-    src = fake_source([[b"1,2,3\n", _Lost("gone")], [b"4,5,6\n"]], reconnect=False)
+    src = fake_source([[b"1,2,3\n", PortLost("gone")], [b"4,5,6\n"]], reconnect=False)
     assert [type(e).__name__ for e in run(src)] == ["Sample"]
 
 

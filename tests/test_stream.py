@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime import anomaly, stream
+from edge_runtime import anomaly, contract
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.preprocess import windows
-from edge_runtime.stream import Streamer
+from edge_runtime.stream import Streamer, ring
 from tests.support import (  # noqa: F401  (make_bundle, bundle_root: for other test modules)
     OfflineChain,
     bundle_root,
@@ -224,11 +224,104 @@ def test_ring_buffer_wraps_without_changing_results(bm, monkeypatch) -> None:
     T = bm.manifest["preprocess"]["window"]
     counts = _stream(bm)[: 6 * T]
     want = [_fields(r) for r in Streamer(bm).push_many(counts)]
-    monkeypatch.setattr(stream, "RING_ROWS", 7)  # moves its tail every 7 samples
+    monkeypatch.setattr(ring, "RING_ROWS", 7)  # moves its tail every 7 samples
     s = Streamer(bm)
-    assert s._rows == s.cfg.kernel - 1 + 7
+    assert s.ring.rows == 7
     assert [_fields(r) for row in counts for r in s.push(row)] == want
     offline = OfflineChain(bm)
     results = Streamer(bm, hop=T).push_many(counts)
     for r in results:
         assert np.array_equal(r.y_int8, offline.window(counts[r.window_start : r.window_start + T]))
+
+
+# --------------------------------------------------------------------------- ring buffer
+
+
+def _ring_inputs(
+    q: np.ndarray, k: int, s: int, fill: int, starts: list[int], rows: int
+) -> list[np.ndarray]:
+    """The step inputs the streaming ring buffer gives each window of ``starts`` (local index
+    ``t`` from the window's start, a step at ``t % s == 0``), windows in start order."""
+    r = ring.make_ring(k, q.shape[1], fill)
+    if isinstance(r, ring.StepRing):
+        r = ring.StepRing(k, q.shape[1], fill, rows=rows)
+    out: dict[int, list[np.ndarray]] = {w: [] for w in starts}
+    pad = np.empty((1, k * q.shape[1]), np.int8)
+    as_byte = q.shape[1] == 1
+    for i, sample in enumerate(q):
+        x = r.push(int(sample.view(np.uint8)[0]) if as_byte else sample.tobytes())
+        for w in starts:
+            t = i - w
+            if t >= 0 and t % s == 0:
+                out[w].append((x if t >= k - 1 else r.since(pad, x, t)).copy())
+    return [np.concatenate(out[w]) if out[w] else np.zeros((0, k * q.shape[1]), np.int8)
+            for w in starts]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("k", "s", "C"), [(1, 1, 1), (1, 1, 3), (3, 2, 6), (5, 2, 6), (4, 3, 2), (2, 1, 1), (5, 5, 1)]
+)
+def test_ring_buffer_step_inputs_equal_the_contract(k, s, C) -> None:
+    """Exact equality: both are copies of the same int8 samples and fill bytes."""
+    rng = np.random.default_rng(k * 100 + s * 10 + C)
+    n, T, H, fill = 97, 20, 7, int(rng.integers(-128, 128))
+    q = rng.integers(-128, 128, size=(n, C), dtype=np.int8)
+    rows = 5  # a small ring moves its tail many times over the series
+    # continuous: one window from the first sample, never reset
+    (got,) = _ring_inputs(q, k, s, fill, [0], rows)
+    assert np.array_equal(got, contract.step_inputs(q, k, s, fill))
+    ref = contract.RingBuffer(k, C, fill)
+    by_sample = [ref.push(v) for v in q]
+    assert np.array_equal(got, np.concatenate(by_sample[::s]))
+    # window-exact: windows of T samples every H, each reset at its start
+    starts = list(range(0, n - T + 1, H))
+    for w, got_w in zip(starts, _ring_inputs(q, k, s, fill, starts, rows), strict=True):
+        want = contract.step_inputs(q[w : w + T], k, s, fill)
+        assert np.array_equal(got_w[: len(want)], want), f"window at {w}"
+
+
+@pytest.mark.parametrize(("name", "mode"), [("bm", "window-exact"), ("bm", "continuous"),
+                                            ("bm2", "window-exact"), ("forecaster", None)])  # fmt: skip
+def test_streamer_steps_on_the_contract_step_inputs(request, name, mode) -> None:
+    """Every step input a Streamer hands the (real) interpreter, seen through a wrapper of
+    its step, equals contract.step_inputs of its window or series (exact: int8 copies)."""
+    b = request.getfixturevalue(name)
+    ref = b.load_npz("reference.npz")
+    counts = _stream(b)[:260] if "x_counts" in ref else ref["series_counts"][:300]
+    interp = StepInterpreter.from_bundle(b)
+    seen: list[np.ndarray] = []
+    real = interp.step
+
+    def step(x: np.ndarray, states: list[np.ndarray]) -> np.ndarray:
+        seen.append(np.array(x, copy=True))
+        return real(x, states)
+
+    interp.step, interp.fast_path = step, None
+    s = Streamer(b, mode, interpreter=interp)
+    s.push_many(counts)
+    cfg = s.cfg
+    q = s.quantize(counts)
+    k, st, fill, T, H = cfg.kernel, cfg.stride, cfg.fill, cfg.window, cfg.hop
+    if s.mode == "continuous":
+        want = list(contract.step_inputs(q, k, st, fill))
+    else:  # lanes step in sample order; at a sample, the older window first
+        due: list[tuple[int, int, np.ndarray]] = []
+        for w in range(0, len(q), H):
+            xs = contract.step_inputs(q[w : w + T], k, st, fill)
+            due += [(w + j * st, w, x) for j, x in enumerate(xs) if w + j * st < len(q)]
+        want = [x for _, _, x in sorted(due, key=lambda d: (d[0], d[1]))]
+    assert len(seen) == len(want) == s.steps
+    for i, (a, b_) in enumerate(zip(seen, want, strict=True)):
+        assert np.array_equal(a.reshape(-1), b_), f"step {i}"
+
+
+@pytest.mark.parametrize("name", ["bm", "bm2", "forecaster"])
+def test_package_step_chain_equals_the_independent_chain(request, name) -> None:
+    """edge_runtime.stream.chain (contract.step_inputs + StepInterpreter) against the chain
+    written from the manifest with ai_edge_litert alone: exact, both run the same kernels."""
+    from edge_runtime.stream.chain import StepChain
+
+    b = request.getfixturevalue(name)
+    ref = b.load_npz("reference.npz")
+    counts = _stream(b)[:300] if "x_counts" in ref else ref["series_counts"][:300]
+    assert np.array_equal(StepChain(b).steps(counts), OfflineChain(b).steps(counts))
