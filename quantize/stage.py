@@ -359,15 +359,8 @@ def int8(
     then depend on the hash seed and on what the process built before (layer
     name counters end up in tensor names).
     """
-    from quantize.convert import (
-        STEP_OPS,
-        WINDOW_OPS,
-        PurityError,
-        calibration_pairs,
-        check_purity,
-        convert_window,
-        step_info,
-    )
+    from quantize.convert import calibration_pairs, convert_window
+    from quantize.graph import STEP_OPS, WINDOW_OPS, PurityError, check_purity, step_info
     from quantize.prune import bundle_data
     from quantize.step_model import state_names
 
