@@ -22,6 +22,11 @@ of units whose input weights pruning has mostly removed.
 
 Every conversion is checked by :func:`quantize.graph.check_purity`: no FLOAT32
 tensor, ops only from an allowed list.
+
+:func:`convert_in_subprocess` runs the step conversion as ``python -m quantize.convert
+step …`` in a fresh process with ``PYTHONHASHSEED=0``: the converter's output depends
+on the hash seed and on what the process built before (layer name counters end up
+in tensor names), so a fresh process makes the bytes a function of the inputs only.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ import io
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -41,6 +48,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import convert as _tfl_convert
 
+from edge_runtime import contract
+from edge_runtime.bundle import npz_bytes
+from quantize.bundle_io import ROOT, StageError, fresh_env, last_line
 from quantize.graph import check_purity
 from quantize.ranges import cap_saturated_ranges, set_state_ranges
 from quantize.step_model import build_step_model, input_names, run_float_chain
@@ -200,6 +210,33 @@ def convert_window(
         conv.representative_dataset = _dataset({"x": windows[chosen]})
         with _quiet():
             return bytes(conv.convert())
+
+
+def convert_in_subprocess(
+    model_path: Path, cfg: Any, calibration: dict[str, np.ndarray], *, timeout: float = 600
+) -> bytes:
+    """Run ``python -m quantize.convert step …`` in a fresh process with PYTHONHASHSEED=0."""
+    with tempfile.TemporaryDirectory(prefix="tinygru-int8-") as tmp:
+        t = Path(tmp)
+        (t / "config.json").write_text(json.dumps(cfg.to_dict()))
+        (t / "calibration.npz").write_bytes(npz_bytes(calibration))
+        out = t / "step.tflite"
+        cmd = [sys.executable, "-m", "quantize.convert", "step", str(model_path)]
+        cmd += [str(t / "config.json"), str(t / "calibration.npz"), str(out)]
+        try:
+            r = subprocess.run(
+                cmd, cwd=ROOT, env=fresh_env(), capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise StageError(
+                f"{model_path.name}: conversion took longer than {timeout} s"
+            ) from None
+        if r.returncode != 0 or not out.is_file():
+            raise StageError(
+                f"{model_path.name}: conversion to {contract.STEP_MODEL} failed "
+                f"(exit {r.returncode}): {last_line(r.stderr)}"
+            )
+        return out.read_bytes()
 
 
 def _main(argv: list[str]) -> int:

@@ -17,8 +17,8 @@ from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.__main__ import main
+from quantize.bundle_io import int8_step_inputs
 from quantize.graph import STEP_OPS, read
-from quantize.stage import int8_step_inputs
 from quantize.step_model import step_inputs
 from tests.support import small_config
 from train.model import ModelConfig
