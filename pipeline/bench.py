@@ -169,7 +169,7 @@ def memory_routes(bundle_dir: Path, prep: Any, with_window: bool) -> dict[str, A
     from edge_runtime.bundle import Bundle
     from firmware_export import sizes
     from firmware_export.export import export
-    from quantize.stage import smallest_arena
+    from quantize.arena import smallest_arena
 
     b = Bundle.open(bundle_dir)
     routes: dict[str, Any] = {}

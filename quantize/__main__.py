@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import traceback
+from typing import Any
 
 
 def _floats(text: str) -> list[float]:
@@ -31,7 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _prune_parser(sub)
+    _int8_parser(sub)
+    _check_parser(sub)
+    return p
 
+
+def _prune_parser(sub: Any) -> None:
     pr = sub.add_parser(
         "prune",
         help="magnitude-prune and fine-tune model_float.keras → model_pruned.keras",
@@ -80,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
 
+
+def _int8_parser(sub: Any) -> None:
     q = sub.add_parser(
         "int8",
         help="convert to one full-int8 GRU step → step_int8.tflite",
@@ -100,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         help="convert in this process (faster; the bytes are then not guaranteed reproducible)",
     )
 
+
+def _check_parser(sub: Any) -> None:
     c = sub.add_parser(
         "check",
         help="host parity of the int8 step chain → reports/parity.json, parity.md",
@@ -110,14 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--bundle", required=True)
     c.add_argument("--limit", type=int, help="first N reference windows only (no thresholds)")
     c.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if args.command == "prune":
-        from quantize.stage import prune
+        from quantize.prune_stage import prune
 
         section = prune(
             args.bundle,
@@ -143,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             + (f", sparsity {100 * overall:.1f}%" if isinstance(overall, float) else "")
         )
     elif args.command == "int8":
-        from quantize.stage import int8
+        from quantize.int8 import int8
 
         int8(
             args.bundle,

@@ -77,9 +77,10 @@ reported only. 75 %, block4, seed 0; accuracy in % of windows:
     single weights, the defaults                      93.59  94.47   94.57 / 94.54
 
 Entry points: :func:`prune_model`, :func:`sparsity_report`,
-:func:`block_structure_ok`, :func:`sweep`, :func:`sweep_png`, and :func:`run`
-(a bundle in, ``model_pruned.keras`` + ``reports/prune.json`` + the manifest's
-``sparsity`` section out) for the ``python -m quantize prune`` command.
+:func:`block_structure_ok` and :func:`manifest_section`. The stage on a bundle
+(``python -m quantize prune``: the training arrays in, ``model_pruned.keras``,
+``reports/prune.json``, the manifest's ``sparsity`` section and the sweep out) is
+:mod:`quantize.prune_stage`.
 """
 
 from __future__ import annotations
@@ -87,14 +88,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from edge_runtime import contract, metrics
 from edge_runtime.contract import round_half_away_int
+from train.fit import Augmented, EpochBar, configure_tf
 
 GRANULARITIES: tuple[str, ...] = ("weight", "block4")
 PRUNED_LAYERS = ("front_end", "head")  # plus every "gru_N"
@@ -534,8 +534,6 @@ def clone(model: keras.Model) -> keras.Model:
 
 
 def _configure(seed: int) -> None:
-    from train.fit import configure_tf
-
     configure_tf()
     keras.utils.set_random_seed(seed)
 
@@ -565,11 +563,57 @@ def prune_model(
     learns from the labels and from ``model`` itself (the dense teacher) through
     :class:`Distiller`.
     """
-    from train.fit import Augmented, EpochBar
-
     t0 = time.perf_counter()
     _configure(settings.seed)
     pruned = clone(model)
+    trainer, optimizer = _trainer(model, pruned, settings)
+    steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
+    plan = ramp_plan(settings, steps_per_epoch)
+    masks = _masks(pruned, settings, plan["ramp_steps"])
+    augmented = bool(is_classifier(model) and settings.augment and augment)
+    train = (x_train, y_train, sample_weight, class_weight)
+    fit_args = _fit_args(settings, train, augment if augmented else None)
+    fit_args.update(validation_data=(x_val, y_val), verbose=0)
+    desc = f"prune {settings.granularity} {settings.target:g}" if progress else None
+    ramp = trainer.fit(
+        epochs=plan["ramp_epochs"],
+        callbacks=[masks, *_bar(plan["ramp_epochs"], desc, "ramp")],
+        **fit_args,
+    )
+    # The final masks, whatever the step count: exactly the target from here on.
+    masks.ramp_steps = 0
+    masks.update_masks(masks.target)
+    masks.apply()
+    if settings.finetune_learning_rate is not None:
+        optimizer.learning_rate.assign(settings.finetune_learning_rate)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+    )
+    tune = trainer.fit(
+        epochs=plan["finetune_epochs"],
+        callbacks=[masks, stop, *_bar(plan["finetune_epochs"], desc, "fine-tune")],
+        **fit_args,
+    )
+    masks.apply()  # after EarlyStopping restored the best weights
+    head = {
+        "settings": settings.to_dict(),
+        "block_score": BLOCK_SCORE,
+        "plan": {**plan, "steps_per_epoch": steps_per_epoch},
+        "augmented": augmented,
+        "distilled": trainer is not pruned,
+    }
+    return pruned, _prune_report(pruned, settings, masks, (ramp, tune), head, t0)
+
+
+def _bar(epochs: int, desc: str | None, phase: str) -> list[keras.callbacks.Callback]:
+    """A progress bar over the epochs of one fit, none when ``desc`` is None."""
+    return [] if desc is None else [EpochBar(epochs, f"{desc} {phase}")]
+
+
+def _trainer(
+    model: keras.Model, pruned: keras.Model, settings: PruneSettings
+) -> tuple[keras.Model, keras.optimizers.Optimizer]:
+    """The model that is fitted (``pruned``, or a :class:`Distiller` around it), compiled."""
     classifier = is_classifier(model)
     if classifier and settings.distill > 0:
         trainer: keras.Model = Distiller(
@@ -583,6 +627,12 @@ def prune_model(
         loss="sparse_categorical_crossentropy" if classifier else "mse",
         metrics=["accuracy"] if classifier else [],
     )
+    return trainer, optimizer
+
+
+def _masks(pruned: keras.Model, settings: PruneSettings, ramp_steps: int) -> MaskCallback:
+    """The mask callback over every tensor not excluded, each at the target that makes
+    the overall sparsity ``settings.target`` (:func:`tensor_sparsity`)."""
     every = prunable_weights(pruned)
     tensors = [t for t in every if t[0] not in settings.exclude]
     if not tensors:
@@ -592,346 +642,60 @@ def prune_model(
         sum(int(np.prod(v.shape)) for *_, v in every),
         sum(int(np.prod(v.shape)) for *_, v in tensors),
     )
-    steps_per_epoch = math.ceil(len(x_train) / settings.batch_size)
-    plan = ramp_plan(settings, steps_per_epoch)
-    masks = MaskCallback(tensors, settings, ramp_steps=plan["ramp_steps"], target=tensor_target)
-    augmented = bool(classifier and settings.augment and augment)
-    if augmented:
+    return MaskCallback(tensors, settings, ramp_steps=ramp_steps, target=tensor_target)
+
+
+def _fit_args(
+    settings: PruneSettings, train: tuple[Any, ...], augment: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``fit`` arguments of the training data: augmented batches, or the arrays as they are."""
+    x_train, y_train, sample_weight, class_weight = train
+    if augment:
         data = Augmented(
             x_train,
             y_train,
             settings.batch_size,
             seed=settings.seed,
             class_weight=class_weight,
-            **augment,  # type: ignore[arg-type]
+            **augment,
         )
-        fit_args: dict[str, Any] = {"x": data}
-    else:
-        fit_args = {
-            "x": x_train,
-            "y": y_train,
-            "batch_size": settings.batch_size,
-            "class_weight": class_weight,
-            "sample_weight": sample_weight,
-            "shuffle": True,
-        }
-    fit_args.update(validation_data=(x_val, y_val), verbose=0)
-    desc = f"prune {settings.granularity} {settings.target:g}"
-    ramp = trainer.fit(
-        epochs=plan["ramp_epochs"],
-        callbacks=[masks, *([EpochBar(plan["ramp_epochs"], desc + " ramp")] if progress else [])],
-        **fit_args,
-    )
-    # The final masks, whatever the step count: exactly the target from here on.
-    masks.ramp_steps = 0
-    masks.update_masks(tensor_target)
-    masks.apply()
-    if settings.finetune_learning_rate is not None:
-        optimizer.learning_rate.assign(settings.finetune_learning_rate)
-    stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=settings.patience, restore_best_weights=True
-    )
-    tune = trainer.fit(
-        epochs=plan["finetune_epochs"],
-        callbacks=[
-            masks,
-            stop,
-            *([EpochBar(plan["finetune_epochs"], desc + " fine-tune")] if progress else []),
-        ],
-        **fit_args,
-    )
-    masks.apply()  # after EarlyStopping restored the best weights
+        return {"x": data}
+    return {
+        "x": x_train,
+        "y": y_train,
+        "batch_size": settings.batch_size,
+        "class_weight": class_weight,
+        "sample_weight": sample_weight,
+        "shuffle": True,
+    }
+
+
+def _prune_report(
+    pruned: keras.Model,
+    settings: PruneSettings,
+    masks: MaskCallback,
+    fits: tuple[Any, Any],
+    head: dict[str, Any],
+    t0: float,
+) -> dict[str, Any]:
+    """``head``, then sparsity per tensor, epochs run and the history of both fits."""
+    ramp, tune = fits
     history = {
         "ramp": {k: [float(v) for v in vals] for k, vals in ramp.history.items()},
         "finetune": {k: [float(v) for v in vals] for k, vals in tune.history.items()},
         "mask_updates": [[int(s), float(v)] for s, v in masks.updates],
     }
     tune_epochs = len(history["finetune"]["loss"])
-    best = int(np.argmin(history["finetune"]["val_loss"])) + 1
-    rep = sparsity_report(pruned, pattern=settings.pattern, target=tensor_target)
+    rep = sparsity_report(pruned, pattern=settings.pattern, target=masks.target)
     for row in rep["tensors"]:
         if row["layer"] in settings.exclude:
             row.update(pattern="dense", target=0.0)
-    report = {
-        "settings": settings.to_dict(),
-        "block_score": BLOCK_SCORE,
-        "plan": {**plan, "steps_per_epoch": steps_per_epoch},
-        "augmented": augmented,
-        "distilled": trainer is not pruned,
+    return {
+        **head,
         **rep,
-        "epochs_run": plan["ramp_epochs"] + tune_epochs,
+        "epochs_run": head["plan"]["ramp_epochs"] + tune_epochs,
         "finetune_epochs_run": tune_epochs,
-        "finetune_best_epoch": best,
+        "finetune_best_epoch": int(np.argmin(history["finetune"]["val_loss"])) + 1,
         "history": history,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return pruned, report
-
-
-# --------------------------------------------------------------------------- sweep
-
-
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Accuracy for a classifier; mean absolute forecast error (model units) otherwise."""
-    out = np.concatenate(
-        [np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)]
-    )
-    if is_classifier(model):
-        return {"accuracy": metrics.accuracy(np.asarray(y), out.argmax(axis=1))}
-    return {"mae": float(np.mean(np.abs(out - np.asarray(y))))}
-
-
-def sweep(
-    model: keras.Model,
-    targets: list[float],
-    settings: PruneSettings,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    granularities: tuple[str, ...] = GRANULARITIES,
-    sample_weight: np.ndarray | None = None,
-    class_weight: dict[int, float] | None = None,
-    *,
-    augment: dict[str, Any] | None = None,
-    progress: bool = True,
-    done: tuple[keras.Model, dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Prune at every target and granularity; validation and test metric per run.
-
-    The first row is the dense model as given (``granularity "dense"``, target 0);
-    a target of 0 is not re-trained (it is that row). Each other row:
-    ``granularity, target, achieved, metric, val, test, epochs_run``. ``done`` is
-    the (pruned model, report) already trained with ``settings``: pruning is
-    deterministic, so that point is taken from it instead of being trained again.
-    """
-    metric = "accuracy" if is_classifier(model) else "mae"
-    dense = sparsity_report(model)
-    rows = [
-        {
-            "granularity": "dense",
-            "target": 0.0,
-            "achieved": dense["overall"],
-            "metric": metric,
-            "val": evaluate(model, x_val, y_val)[metric],
-            "test": evaluate(model, x_test, y_test)[metric],
-            "epochs_run": 0,
-        }
-    ]
-    for gran in granularities:
-        for target in targets:
-            if target <= 0:
-                continue
-            s = PruneSettings(
-                **{**settings.to_dict(), "target": float(target), "granularity": gran}
-            )
-            if done is not None and s == settings:
-                pruned, rep = done
-            else:
-                pruned, rep = prune_model(
-                    model,
-                    s,
-                    x_train,
-                    y_train,
-                    x_val,
-                    y_val,
-                    sample_weight=sample_weight,
-                    class_weight=class_weight,
-                    augment=augment,
-                    progress=progress,
-                )
-            rows.append(
-                {
-                    "granularity": gran,
-                    "target": float(target),
-                    "achieved": rep["overall"],
-                    "metric": metric,
-                    "val": evaluate(pruned, x_val, y_val)[metric],
-                    "test": evaluate(pruned, x_test, y_test)[metric],
-                    "epochs_run": rep["epochs_run"],
-                }
-            )
-    return rows
-
-
-def sweep_png(
-    path: str | Path, rows: list[dict[str, Any]], split: str = "test", title: str = ""
-) -> None:
-    """Metric vs achieved sparsity, one line per granularity, dense as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dense = next((r for r in rows if r["granularity"] == "dense"), None)
-    metric = rows[0]["metric"] if rows else "accuracy"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    grans = list(dict.fromkeys(r["granularity"] for r in rows if r["granularity"] != "dense"))
-    for gran, marker in zip(grans, "os^vD", strict=False):
-        pts = sorted((r["achieved"], r[split]) for r in rows if r["granularity"] == gran)
-        if dense is not None:
-            pts = [(dense["achieved"], dense[split]), *pts]
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(np.array(xs) * 100, ys, marker=marker, label=gran)
-    if dense is not None:
-        ax.axhline(
-            dense[split], color="k", ls="--", lw=0.9, label=f"dense float ({dense[split]:.3f})"
-        )
-    ax.set_xlabel("sparsity of the pruned kernels (%)")
-    ax.set_ylabel(f"{split} {metric}")
-    ax.set_title(title or f"{split} {metric} vs sparsity", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------- bundle stage
-
-
-def bundle_data(bundle_dir: str | Path, data_path: str | None = None) -> dict[str, Any]:
-    """Rebuild the train stage's arrays from a bundle (same data set, split, normalization).
-
-    Classification: windows of the train/val/test groups. Forecast: the training
-    series' sequences (last ``val_fraction`` for validation) and the whole test
-    series as one sequence.
-    """
-    from edge_runtime import preprocess
-    from edge_runtime.bundle import Bundle
-    from train.classify import make_windows
-    from train.data.registry import load_dataset
-    from train.fit import class_weights
-
-    b = Bundle.open(bundle_dir)
-    m = b.manifest
-    raw = m["stages"]["train"]["config"]
-    window, hop = int(raw["data"]["window"]), int(raw["data"]["hop"])
-    data = load_dataset(data_path or raw["data"].get("dataset", ""), window=window)
-    if data.source_sha256 != m["dataset"]["sha256"]:
-        raise ValueError(
-            f"{bundle_dir}: data set sha256 {data.source_sha256} differs from the one the "
-            f"bundle was trained on ({m['dataset']['sha256']})"
-        )
-    scale = np.array([c["scale"] for c in m["dataset"]["channels"]])
-    mean, std = np.asarray(m["preprocess"]["mean"]), np.asarray(m["preprocess"]["std"])
-    train_cfg = raw.get("train", {})
-    out: dict[str, Any] = {"bundle": b, "config": raw}
-    if m["task"] == "classification":
-        parts = {p: make_windows(data, p, window, hop) for p in ("train", "val", "test")}
-        for p, s in parts.items():
-            out[f"x_{p}"] = preprocess.normalize(s.counts, scale, mean, std)
-            out[f"y_{p}"] = s.y
-        cw = None
-        if train_cfg.get("class_weights", True):
-            cw = class_weights(parts["train"].y, len(m["labels"]))
-        augment = None
-        rotate, gain = train_cfg.get("augment_rotate_deg", 0.0), train_cfg.get("augment_scale", 0.0)
-        if rotate > 0 or gain > 0:
-            augment = {
-                "mean": mean,
-                "std": std,
-                "groups": [list(g) for g in train_cfg.get("augment_groups", [])],
-                "rotate_deg": float(rotate),
-                "scale": float(gain),
-            }
-        out.update(sample_weight=None, class_weight=cw, augment=augment)
-        return out
-    series = data.recordings_of("train")[0].counts
-    test = data.recordings_of("test")[0].counts
-    n_val = int(round(len(series) * float(raw["data"].get("val_fraction", 0.2))))
-    n_fit = len(series) - n_val
-    u = preprocess.normalize(series, scale, mean, std)
-    u_test = preprocess.normalize(test, scale, mean, std)
-
-    def seq(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        starts = np.arange(0, len(v) - window, hop)
-        x = np.stack([v[s : s + window] for s in starts]).astype(np.float32)
-        y = np.stack([v[s + 1 : s + window + 1] for s in starts]).astype(np.float32)
-        return x, y
-
-    out["x_train"], out["y_train"] = seq(u[:n_fit])
-    out["x_val"], out["y_val"] = seq(u[n_fit - window :])
-    out["x_test"] = u_test[None, :-1].astype(np.float32)
-    out["y_test"] = u_test[None, 1:].astype(np.float32)
-    warm = np.ones(out["y_train"].shape[:2], np.float32)
-    warm[:, : int(train_cfg.get("warmup", 0))] = 0.0
-    out.update(sample_weight=warm, class_weight=None, augment=None)
-    return out
-
-
-def run(
-    bundle_dir: str | Path,
-    settings: PruneSettings,
-    *,
-    sweep_targets: list[float] | None = None,
-    sweep_granularities: tuple[str, ...] | None = None,
-    data_path: str | None = None,
-    model_file: str = contract.FLOAT_MODEL,
-) -> Path:
-    """The prune stage: ``model_file`` of a bundle → ``model_pruned.keras``.
-
-    Writes ``model_pruned.keras``, ``reports/prune.json`` (the prune report,
-    validation and test metric of dense and pruned model, the sweep rows) and
-    the manifest's ``sparsity`` section; with ``sweep_targets`` also
-    ``reports/prune_sweep.png`` (test metric vs sparsity, one line per granularity
-    in ``sweep_granularities``; default: the one of ``settings``).
-    Test data is used for reporting only, never for a choice.
-    """
-    from edge_runtime.bundle import stage_writer
-    from train.fit import configure_tf
-
-    configure_tf()  # before TensorFlow starts: thread budget and deterministic kernels
-    d = bundle_data(bundle_dir, data_path)
-    model = keras.models.load_model(d["bundle"].path(model_file), compile=False)
-    args = (d["x_train"], d["y_train"], d["x_val"], d["y_val"])
-    weights = {
-        "sample_weight": d["sample_weight"],
-        "class_weight": d["class_weight"],
-        "augment": d["augment"],
-    }
-    pruned, report = prune_model(model, settings, *args, **weights)
-    metric = "accuracy" if is_classifier(model) else "mae"
-    report["metrics"] = {
-        "metric": metric,
-        "dense": {
-            "val": evaluate(model, d["x_val"], d["y_val"])[metric],
-            "test": evaluate(model, d["x_test"], d["y_test"])[metric],
-        },
-        "pruned": {
-            "val": evaluate(pruned, d["x_val"], d["y_val"])[metric],
-            "test": evaluate(pruned, d["x_test"], d["y_test"])[metric],
-        },
-    }
-    rows = None
-    if sweep_targets:
-        grans = sweep_granularities or (settings.granularity,)
-        rows = sweep(
-            model, sweep_targets, settings, *args, d["x_test"], d["y_test"],
-            granularities=grans, done=(pruned, report), **weights,
-        )  # fmt: skip
-        report["sweep"] = rows
-    config = {"prune": settings.to_dict(), "source_model": model_file, "sweep": sweep_targets}
-    if sweep_targets:
-        config["sweep_granularities"] = list(sweep_granularities or (settings.granularity,))
-    with stage_writer(bundle_dir, "prune", config=config) as w:
-        import tensorflow as tf
-
-        w.versions.update({"tensorflow": tf.__version__, "keras": keras.__version__})
-        pruned.save(w.dir / contract.PRUNED_MODEL)
-        w.add_file(contract.PRUNED_MODEL)
-        section = manifest_section(report, settings, contract.PRUNED_MODEL)
-        section["metrics"] = report["metrics"]
-        w.manifest["sparsity"] = section
-        w.write_json("reports/prune.json", report)
-        if rows:
-            sweep_png(
-                w.dir / "reports/prune_sweep.png",
-                rows,
-                "test",
-                f"{w.manifest['name']}: test {metric} vs sparsity (pruned + fine-tuned)",
-            )
-            w.add_file("reports/prune_sweep.png")
-    return Path(bundle_dir)

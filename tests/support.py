@@ -76,7 +76,7 @@ def build_bundle(
 ) -> Path:
     """Train a shipped config with ``edits`` applied to its text, convert it to int8
     (and run the host parity check when asked) into ``root/name``."""
-    from quantize.stage import int8
+    from quantize.int8 import int8
     from train.train import run
 
     text = (ROOT / "configs" / config).read_text()

@@ -1,7 +1,7 @@
 """The tinygru C engine against the TFLM interpreter, every step of every reference window.
 
 Bundles are trained for one or two epochs (bit-exactness does not need a good model)
-and converted by ``quantize.stage.int8``; they are built once per session and shared
+and converted by ``quantize.int8.int8``; they are built once per session and shared
 with test_export.py. Tolerance everywhere: 0 (a single rounding difference would grow
 through the recurrence).
 """

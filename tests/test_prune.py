@@ -16,7 +16,6 @@ from quantize.prune import (
     PruneSettings,
     block_structure_ok,
     distillation_loss,
-    evaluate,
     magnitude_mask,
     polynomial_sparsity,
     prunable_weights,
@@ -25,9 +24,8 @@ from quantize.prune import (
     ramp_plan,
     softened_kl,
     sparsity_report,
-    sweep,
-    sweep_png,
 )
+from quantize.prune_stage import evaluate, sweep, sweep_png
 
 TARGET = 0.75
 # Dense BasicMotions model: 24 validation and 120 test windows (one window = 0.0083 on test).

@@ -17,10 +17,9 @@ from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.__main__ import main
-from quantize.convert import STEP_OPS
-from quantize.stage import int8_step_inputs
+from quantize.bundle_io import int8_step_inputs
+from quantize.graph import STEP_OPS, read
 from quantize.step_model import step_inputs
-from quantize.tflite_graph import read_graph
 from tests.support import small_config
 from train.model import ModelConfig
 
@@ -87,12 +86,13 @@ def test_int8_is_byte_identical_across_runs(pipeline: dict) -> None:
 
 def test_step_model_is_pure_int8_with_unit_state(pipeline: dict) -> None:
     b = Bundle.open(pipeline["bundle"])
-    graph = read_graph(b.read_bytes("step_int8.tflite"))
-    assert set(graph.op_names) <= set(STEP_OPS)
+    graph = read(b.read_bytes("step_int8.tflite"))
+    op_names = [op.opcode for op in graph.operators]
+    assert set(op_names) <= set(STEP_OPS)
     assert not [t.name for t in graph.tensors if t.dtype == "FLOAT32"]
     q = b.manifest["quantization"]
     assert q["source_model"]["file"] == "model_pruned.keras"
-    assert q["step"]["ops"] == graph.op_names and q["step"]["n_ops"] == len(graph.ops)
+    assert q["step"]["ops"] == op_names and q["step"]["n_ops"] == len(graph.operators)
     for name in ("h1_in",):
         assert q["step"]["inputs"][name]["scale"] == 1 / 128
         assert q["step"]["inputs"][name]["zero_point"] == 0
@@ -263,13 +263,13 @@ def test_saturated_gate_inputs_do_not_set_the_scale() -> None:
     calibrated = convert_step(step, cal, saturated="calibrated")
 
     def gate_scales(tfl: bytes) -> dict[str, float]:
-        g = read_graph(tfl)
+        g = read(tfl)
         out = {}
-        for op in g.ops:
-            if op.op in ("LOGISTIC", "TANH"):
-                out[op.op] = g.tensors[op.inputs[0]].scale[0]
+        for op in g.operators:
+            if op.opcode in ("LOGISTIC", "TANH"):
+                out[op.opcode] = g.tensors[op.inputs[0]].scale[0]
         x = g.inputs[[g.tensors[i].shape[-1] for i in g.inputs].index(cfg.step_inputs)]
-        gx = next(op for op in g.ops if op.op == "FULLY_CONNECTED" and op.inputs[0] == x)
+        gx = next(op for op in g.operators if op.opcode == "FULLY_CONNECTED" and op.inputs[0] == x)
         out["gx"] = g.tensors[gx.outputs[0]].scale[0]
         return out
 

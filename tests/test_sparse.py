@@ -3,7 +3,7 @@
 A tiny BasicMotions bundle gets whole 4-blocks of every kernel zeroed at 75 %
 (quantize.prune.magnitude_mask, the block4 pruner's mask, applied in Keras without
 training: the storage only needs the zero structure), is converted by
-``quantize.stage.int8`` and exported twice, ``--sparse never`` and ``--sparse
+``quantize.int8.int8`` and exported twice, ``--sparse never`` and ``--sparse
 always``. Both engines must give the same output and state at every step of
 every reference window, and both must equal TFLM (the check). Tolerance: 0.
 """
@@ -35,6 +35,8 @@ TARGET = 0.75
 @functools.cache
 def _block_pruned(root: str) -> Path:
     from edge_runtime.bundle import stage_writer
+    from quantize.bundle_io import load_keras
+    from quantize.int8 import int8
     from quantize.prune import (
         PruneSettings,
         magnitude_mask,
@@ -42,7 +44,6 @@ def _block_pruned(root: str) -> Path:
         prunable_weights,
         sparsity_report,
     )
-    from quantize.stage import int8, load_keras
 
     src = make_bundle("bm", root)
     dst = Path(root) / "bm_block4"

@@ -20,14 +20,8 @@ import pytest
 
 from edge_runtime import tflm_ref
 from edge_runtime.interpreter import StepInterpreter
-from quantize.convert import (
-    STEP_OPS,
-    PurityError,
-    calibration_pairs,
-    check_purity,
-    convert_step,
-    step_info,
-)
+from quantize.convert import calibration_pairs, convert_step
+from quantize.graph import STEP_OPS, PurityError, check_purity, step_info
 from quantize.step_model import build_step_model, run_float_chain, state_names, step_inputs
 from tests.support import int8_chain
 from train.model import ModelConfig, build_model

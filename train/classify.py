@@ -10,7 +10,7 @@ import numpy as np
 from edge_runtime import metrics, preprocess
 from train.config import Config
 from train.data import DataError, SensorData
-from train.fit import fit_model, predict
+from train.fit import augment_args, fit_model, predict
 
 
 @dataclass
@@ -50,6 +50,11 @@ def make_windows(data: SensorData, part: str, window: int, hop: int) -> Split:
     )
 
 
+def split_windows(data: SensorData, window: int, hop: int) -> dict[str, Split]:
+    """The windows of every split part: ``{"train", "val", "test"}``."""
+    return {part: make_windows(data, part, window, hop) for part in ("train", "val", "test")}
+
+
 def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
     pred = probs.argmax(axis=1)
     return {
@@ -67,9 +72,8 @@ def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = No
     Returns everything the bundle needs: model, normalization, windows, metrics, logs.
     """
     scale = np.array([c.scale for c in data.channels])
-    tr = make_windows(data, "train", cfg.window, cfg.hop)
-    va = make_windows(data, "val", cfg.window, cfg.hop)
-    te = make_windows(data, "test", cfg.window, cfg.hop)
+    parts = split_windows(data, cfg.window, cfg.hop)
+    tr, va, te = parts["train"], parts["val"], parts["test"]
     mean, std = preprocess.fit_normalization(tr.counts.reshape(-1, data.n_channels), scale)
 
     def norm(s: Split) -> np.ndarray:
@@ -77,16 +81,7 @@ def train_classifier(cfg: Config, data: SensorData, seeds: list[int] | None = No
 
     x_tr, x_va, x_te = norm(tr), norm(va), norm(te)
     n_classes = len(data.label_names)
-    t = cfg.train
-    augment = None
-    if t.augment_rotate_deg > 0 or t.augment_scale > 0:
-        augment = {
-            "mean": mean,
-            "std": std,
-            "groups": [list(g) for g in t.augment_groups],
-            "rotate_deg": t.augment_rotate_deg,
-            "scale": t.augment_scale,
-        }
+    augment = augment_args(cfg.train, mean, std)
 
     # Model selection: candidates scored on validation groups only.
     selection: list[dict] = []

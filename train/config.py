@@ -81,6 +81,12 @@ def load_config(path: str | Path) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: str | Path) -> Config:
+    """The typed config of a parsed TOML table (or of the copy a bundle's manifest keeps
+    under ``stages.train.config``); ``path`` names it in errors."""
     unknown = set(raw) - _TOP
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected {sorted(_TOP)}")

@@ -105,6 +105,20 @@ class Augmented(keras.utils.PyDataset):
         return xb, yb, np.array([self.cw[int(c)] for c in yb], np.float32)
 
 
+def augment_args(settings: TrainSettings, mean: np.ndarray, std: np.ndarray) -> dict | None:
+    """The keyword arguments of :class:`Augmented` that ``settings`` ask for, or None
+    when they turn augmentation off (no rotation and no gain)."""
+    if settings.augment_rotate_deg <= 0 and settings.augment_scale <= 0:
+        return None
+    return {
+        "mean": mean,
+        "std": std,
+        "groups": [list(g) for g in settings.augment_groups],
+        "rotate_deg": float(settings.augment_rotate_deg),
+        "scale": float(settings.augment_scale),
+    }
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     """Balanced weights: n / (K · count_k); a class absent from training gets 1."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)

@@ -8,16 +8,45 @@ import numpy as np
 
 from edge_runtime import anomaly, preprocess
 from train.config import Config
-from train.data import DataError, SensorData
+from train.data import DataError, Recording, SensorData
 from train.fit import fit_model, predict
 
 
-def _sequences(u: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+def sequences(u: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """Inputs u[s : s+L] and next-sample targets u[s+1 : s+L+1]; u is (n, C)."""
     starts = np.arange(0, len(u) - length, hop)
     x = np.stack([u[s : s + length] for s in starts])
     y = np.stack([u[s + 1 : s + length + 1] for s in starts])
     return x.astype(np.float32), y.astype(np.float32)
+
+
+def series_parts(data: SensorData) -> tuple[np.ndarray, Recording]:
+    """The anomaly-free training series (int16 counts) and the test recording."""
+    train_recs = data.recordings_of("train")
+    test_recs = data.recordings_of("test")
+    if len(train_recs) != 1 or len(test_recs) != 1:
+        raise DataError(
+            f"{data.source}: the forecaster expects one training and one test series, "
+            f"found {len(train_recs)} and {len(test_recs)}"
+        )
+    return train_recs[0].counts, test_recs[0]
+
+
+def fit_length(cfg: Config, n: int) -> int:
+    """Samples of an n-sample training series that are fitted; the rest (the last
+    ``val_fraction``) is the validation tail."""
+    return n - int(round(n * float(cfg.data.get("val_fraction", 0.2))))
+
+
+def fit_arrays(cfg: Config, u: np.ndarray, n_fit: int) -> dict[str, np.ndarray]:
+    """Training and validation sequences of the normalized training series ``u`` (n, C),
+    and the loss weights of the training targets (0 over the first ``warmup`` steps)."""
+    length, hop = cfg.window, cfg.hop
+    x_tr, y_tr = sequences(u[:n_fit], length, hop)
+    x_va, y_va = sequences(u[n_fit - length :], length, hop)
+    w_tr = np.ones(y_tr.shape[:2], np.float32)
+    w_tr[:, : cfg.train.warmup] = 0.0
+    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "sample_weight": w_tr}
 
 
 def stream_forecast(model, u: np.ndarray) -> np.ndarray:
@@ -26,32 +55,20 @@ def stream_forecast(model, u: np.ndarray) -> np.ndarray:
 
 
 def train_forecaster(cfg: Config, data: SensorData, seeds: list[int] | None = None) -> dict:
-    train_recs = data.recordings_of("train")
-    test_recs = data.recordings_of("test")
-    if len(train_recs) != 1 or len(test_recs) != 1:
-        raise DataError(
-            f"{data.source}: the forecaster expects one training and one test series, "
-            f"found {len(train_recs)} and {len(test_recs)}"
-        )
     scale = np.array([c.scale for c in data.channels])
-    series = train_recs[0].counts
-    test = test_recs[0]
-    n_val = int(round(len(series) * float(cfg.data.get("val_fraction", 0.2))))
-    n_fit = len(series) - n_val
+    series, test = series_parts(data)
+    n_fit = fit_length(cfg, len(series))
     mean, std = preprocess.fit_normalization(series[:n_fit], scale)
     u_all = preprocess.normalize(series, scale, mean, std)
     u_test = preprocess.normalize(test.counts, scale, mean, std)
-    length, hop = cfg.window, cfg.hop
-    x_tr, y_tr = _sequences(u_all[:n_fit], length, hop)
-    x_va, y_va = _sequences(u_all[n_fit - length :], length, hop)
-    warm = cfg.train.warmup
-    w_tr = np.ones(y_tr.shape[:2], np.float32)
-    w_tr[:, :warm] = 0.0
+    arrays = fit_arrays(cfg, u_all, n_fit)
+    x_tr, y_tr, x_va, y_va = (arrays[k] for k in ("x_train", "y_train", "x_val", "y_val"))
+    w_tr = arrays["sample_weight"]
     mcfg = cfg.model_config(data.n_channels, data.n_channels)
     zone = int(cfg.data.get("zone", 100))
     # A stream starts from a zero state: its first `window` forecasts are a warm-up
     # (the model was trained on sequences of that length) and are not scored.
-    warmup = length
+    warmup = cfg.window
 
     runs, final = [], None
     for seed in seeds or [cfg.train.seed]:

@@ -14,16 +14,11 @@ import tensorflow as tf
 from edge_runtime import contract
 from edge_runtime.bundle import stage_writer
 from train import plots
+from train.arrays import load_data
 from train.classify import train_classifier
 from train.config import Config, load_config
 from train.data import SensorData
-from train.data.registry import load_dataset
 from train.forecast import train_forecaster
-
-
-def load_data(cfg: Config, data_path: str | None = None) -> SensorData:
-    """The configured data set, or a bring-your-own file (``--data``)."""
-    return load_dataset(data_path or cfg.data.get("dataset", ""), window=cfg.window)
 
 
 def versions() -> dict[str, str]:
