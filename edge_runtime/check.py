@@ -12,7 +12,7 @@ the scores ``|x_t - forecast_{t-1}|`` go through
 ``thresholds.anomaly_score``, the first ``anomaly_warmup_samples`` ignored).
 
 Pass marks come from ``manifest["thresholds"]["device"]`` (written by
-``python -m quantize check``) and can be overridden; one check per mark:
+``python -m quantize parity``) and can be overridden; one check per mark:
 
 | mark | classifier / forecaster | passes when |
 |---|---|---|

@@ -1,16 +1,16 @@
 """One backend's outputs on the reference data, as an entry of ``reports/parity.json``.
 
-``python -m quantize check`` builds the entries of its backends with these
+``python -m quantize parity`` builds the entries of its backends with these
 functions, and so does every later stage that reports a backend of its own
 (the C engine on the host, on an emulated Cortex-M, this runtime), so every
 row of the comparison carries the same keys computed by the same code.
 
 The float reference is the ``float`` backend of the parity check: the float step
-chain of the converted model, written by ``quantize check`` to
+chain of the converted model, written by ``quantize parity`` to
 ``float_outputs.npz`` (``y``: classifier probabilities of each reference
 window's last step ``(N, n_classes)``, or the forecaster's forecast of every
 step of the test series in sensor units ``(n_steps, C)``; float64). A bundle
-without it has not been through ``quantize check``.
+without it has not been through ``quantize parity``.
 
 Classification entry keys: ``n``, ``accuracy``, ``macro_f1``, ``confusion``
 (rows = true class), ``per_class_f1`` (label → F1 or null), the
@@ -119,7 +119,7 @@ class Reference:
         if not b.has(FLOAT_OUTPUTS):
             raise BundleError(
                 f"{b.root / FLOAT_OUTPUTS}: not in the bundle (the float reference of the parity "
-                "entries): run `python -m quantize check`"
+                "entries): run `python -m quantize parity`"
             )
         float_y = b.load_npz(FLOAT_OUTPUTS).get("y")
         ref = b.load_npz(contract.REFERENCE) if ref is None else ref
@@ -131,7 +131,7 @@ class Reference:
             found = "no array y" if float_y is None else f"y of shape {float_y.shape}"
             raise BundleError(
                 f"{b.root / FLOAT_OUTPUTS}: expected y of shape {tuple(want)} (the reference "
-                f"data), found {found}: rerun `python -m quantize check`"
+                f"data), found {found}: rerun `python -m quantize parity`"
             )
         return cls(b, b.task, float_y.astype(np.float64), ref)
 

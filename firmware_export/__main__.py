@@ -1,13 +1,16 @@
 """``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]
 [--sparse auto|never|always] [--max-flash BYTES] [--max-ram BYTES]``
-``python -m firmware_export check --bundle B [--prefix NAME]``
-``python -m firmware_export qemu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]``
+``python -m firmware_export engine --bundle B [--prefix NAME]``
+``python -m firmware_export mcu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]``
 ``python -m firmware_export sizes --bundle B``
 ``python -m firmware_export cycles --bundle B [--target m4 ...] [--target-file T.toml] [--validate]``
 
 Export writes the C files (see export.py) and prints the list of files written as
-JSON; check runs every reference window through the C engine and the TFLM
-interpreter, step by step, and writes engine_outputs.npz and reports/engine.json.
+JSON; engine runs every reference window through the C engine and the TFLM
+interpreter, step by step, and writes engine_outputs.npz and reports/engine.json;
+mcu runs them through the engine on emulated Cortex-M boards. Each subcommand is
+named like the `make demo` stage that runs it; the earlier names `check` (engine)
+and `qemu` (mcu) are still accepted.
 Any failure exits non-zero with a one-line reason.
 """
 
@@ -17,14 +20,21 @@ import argparse
 import json
 import sys
 
+# Subcommands run by a module's own main(): command -> module.
+MODULES = {"mcu": "qemu", "sizes": "sizes", "cycles": "cycles"}
+# Earlier names, still accepted: `check` is `engine`, `qemu` is `mcu`.
+OLD_NAMES = {"check": "engine", "qemu": "mcu"}
+
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("qemu", "sizes", "cycles"):
+    if args and args[0] in OLD_NAMES:
+        args[0] = OLD_NAMES[args[0]]
+    if args and args[0] in MODULES:
         import importlib
 
-        return importlib.import_module(f"firmware_export.{args[0]}").main(args[1:])
-    command = args.pop(0) if args and args[0] in ("export", "check") else "export"
+        return importlib.import_module(f"firmware_export.{MODULES[args[0]]}").main(args[1:])
+    command = args.pop(0) if args and args[0] in ("export", "engine") else "export"
     parser = argparse.ArgumentParser(prog=f"python -m firmware_export {command}")
     parser.add_argument("--bundle", required=True, help="bundle folder with step_int8.tflite")
     parser.add_argument("--out", help="output folder (default: BUNDLE/firmware)")

@@ -13,7 +13,7 @@ engine's per-op trace on the same inputs name the first differing op and gate.
 reference ``float_outputs.npz``), with ``model_bytes`` (the model data in flash),
 ``ram_bytes`` (state + scratch + stream struct + deepest stack, see sizes.py) and
 ``us_per_step`` (x86 host, see :func:`host_us_per_step`); ``backend_error`` says
-why it is missing (a bundle without ``quantize check``).
+why it is missing (a bundle without ``quantize parity``).
 """
 
 from __future__ import annotations

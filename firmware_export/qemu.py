@@ -18,7 +18,7 @@ tick = 1e9 / ``clock_hz`` instructions, 40 on the 25 MHz MPS2 boards), plus the 
 series mode (``run_elf(..., series=True)``) the program pushes a whole series
 sample by sample with the state carried and returns every step instead.
 
-    python -m firmware_export qemu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]
+    python -m firmware_export mcu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]
 
 compares the emulated engine with the host engine on the bundle's reference windows;
 ``--report`` runs all of them (or N; a forecaster's whole test series, state
@@ -309,7 +309,7 @@ def _engine_outputs(bundle: Any, prep: Any) -> dict[str, np.ndarray]:
     """The host engine's outputs (engine_outputs.npz), refused when not of this step model."""
     from edge_runtime.bundle import BundleError
 
-    hint = "run `python -m firmware_export check` first"
+    hint = "run `python -m firmware_export engine` first"
     if not bundle.has("engine_outputs.npz") or not bundle.has("reports/engine.json"):
         raise BundleError(f"{bundle.root / 'engine_outputs.npz'}: not in the bundle: {hint}")
     made_for = bundle.read_json("reports/engine.json").get("step_model_sha256")
@@ -449,7 +449,7 @@ def _target(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware_export qemu")
+    parser = argparse.ArgumentParser(prog="python -m firmware_export mcu")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--target", type=_target, action="append",
                         help="a board: m4, an386 or mps2-an386, ... (repeatable; default: "
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--windows: expected a count >= 1, found {ns.windows}")
     why = missing_tools()
     if why:
-        print(f"firmware_export qemu: {why}", file=sys.stderr)
+        print(f"firmware_export mcu: {why}", file=sys.stderr)
         return 1
     targets = ns.target or list(DEFAULT_TARGETS)
     if ns.report:
@@ -490,15 +490,15 @@ def _main_report(bundle_dir: str, targets: list[str], n_windows: int | None) -> 
             fig = (f"accuracy {e['accuracy']:.4f}, agreement {e['argmax_agreement']:.4f}"
                    if "accuracy" in e else f"hit {e['hit']}, margin {e['margin']:.3f}, "
                    f"point AUC {e['point_auc']:.4f}")  # fmt: skip
-            print(f"firmware_export qemu: {t} ({r['machine']}): {r['windows']} windows, "
+            print(f"firmware_export mcu: {t} ({r['machine']}): {r['windows']} windows, "
                   f"{r['steps']} steps, mismatches {r['mismatches']}, {fig}, "
                   f"{r['instructions_per_step']:.0f} instructions/step, {r['qemu_seconds']} s")  # fmt: skip
             if r["first_mismatch"]:
-                print(f"firmware_export qemu: {t}: first mismatch {r['first_mismatch']}")
+                print(f"firmware_export mcu: {t}: first mismatch {r['first_mismatch']}")
         write_reports(bundle_dir, reports, n_windows)
     except Exception as e:  # noqa: BLE001 - the CLI contract: one line, non-zero exit
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"firmware_export qemu: {type(e).__name__}: {reason}", file=sys.stderr)
+        print(f"firmware_export mcu: {type(e).__name__}: {reason}", file=sys.stderr)
         return 1
     return 0 if all(r["bit_identical"] for r in reports) else 1
 

@@ -2,7 +2,7 @@
 [--sweep S|none] [--force] [--only STAGE] [--verbose]``
 
 Runs every stage of every task as a subprocess (train, prune for har, int8, parity,
-export, engine, firmware, mcu, runtime), then the report over the tasks and the
+export, engine, firmware, mcu, check), then the report over the tasks and the
 summary. A stage whose key and outputs are unchanged is skipped (see cache.py);
 stamps and stage logs live in ``<build>/.stamps/<task>/``, never in a bundle.
 """

@@ -35,7 +35,7 @@ STAGE_NAMES = (
     "engine",
     "firmware",
     "mcu",
-    "runtime",
+    "check",
     "report",
 )
 FIRMWARE_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm")
@@ -111,15 +111,15 @@ def task_stages(
             quantize_code,
             inputs=data_inputs,
         ),
-        stage("parity", [python, "-m", "quantize", "check", "--bundle", b], quantize_code),
+        stage("parity", [python, "-m", "quantize", "parity", "--bundle", b], quantize_code),
         stage(
             "export",
-            [python, "-m", "firmware_export", "--bundle", b],
+            [python, "-m", "firmware_export", "export", "--bundle", b],
             _code("firmware_export", "edge_runtime"),
         ),
         stage(
             "engine",
-            [python, "-m", "firmware_export", "check", "--bundle", b],
+            [python, "-m", "firmware_export", "engine", "--bundle", b],
             _code("firmware_export", "edge_runtime"),
         ),
         stage(
@@ -130,12 +130,12 @@ def task_stages(
         ),
         stage(
             "mcu",
-            [python, "-m", "firmware_export", "qemu", "--bundle", b, *MCU_TARGET_ARGS, "--report"],
+            [python, "-m", "firmware_export", "mcu", "--bundle", b, *MCU_TARGET_ARGS, "--report"],
             _code("firmware_export", "firmware", "edge_runtime"),
             tools=FIRMWARE_TOOLS,
         ),
         stage(
-            "runtime",
+            "check",
             [python, "-m", "edge_runtime", "check", "--bundle", b, "--json", runtime_json],
             _code("edge_runtime"),
         ),

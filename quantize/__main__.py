@@ -112,7 +112,8 @@ def _int8_parser(sub: Any) -> None:
 
 def _check_parser(sub: Any) -> None:
     c = sub.add_parser(
-        "check",
+        "parity",
+        aliases=["check"],
         help="host parity of the int8 step chain → reports/parity.json, parity.md",
         description="Run the step chain on reference.npz in float (Keras), LiteRT built-in "
         "kernels, LiteRT default (XNNPACK) and TFLM; writes reports/parity.json, "

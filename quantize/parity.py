@@ -1,4 +1,4 @@
-"""Host parity of the int8 step model: ``python -m quantize check --bundle B``.
+"""Host parity of the int8 step model: ``python -m quantize parity --bundle B``.
 
 Every backend runs the step chain on the reference data of ``reference.npz``:
 classification from a zero state per window (the window's prediction is the
@@ -129,7 +129,7 @@ def device_thresholds(task: str, backends: dict[str, dict[str, Any]]) -> dict[st
             "min_accuracy": round(worst["accuracy"] - 0.01, 6),
             "min_argmax_agreement": round(worst["argmax_agreement_vs_reference"] - 0.005, 6),
             "measured": {**measured, "windows": backends["tflm"]["n"]},
-            "derivation": "quantize check on reference.npz: min_accuracy = lowest host int8 "
+            "derivation": "quantize parity on reference.npz: min_accuracy = lowest host int8 "
             "accuracy (LiteRT built-in, LiteRT XNNPACK, TFLM) - 1 point; min_argmax_agreement = "
             "lowest host int8 argmax agreement with reference.npz's float outputs (what a device "
             "check compares with) - 0.5 point",
@@ -140,7 +140,7 @@ def device_thresholds(task: str, backends: dict[str, dict[str, Any]]) -> dict[st
         "min_margin": round(0.9 * worst["margin"], 6),
         "max_false_alarms": worst["false_alarms"],
         "measured": measured,
-        "derivation": "quantize check on the reference test series, over the host int8 "
+        "derivation": "quantize parity on the reference test series, over the host int8 "
         "backends (LiteRT built-in, LiteRT XNNPACK, TFLM): require_hit = every one hit; "
         "min_point_auc = lowest point AUC - 0.01; min_margin = 0.9 x lowest margin; "
         "max_false_alarms = most false alarms at thresholds.anomaly_score",

@@ -93,11 +93,11 @@ ROWS = (
 # What writes each report (named in the error when one is missing).
 PRODUCERS = {
     "train.json": "python -m train --config CONFIG --out BUNDLE",
-    "parity.json": "python -m quantize check --bundle BUNDLE",
+    "parity.json": "python -m quantize parity --bundle BUNDLE",
     "quantize.json": "python -m quantize int8 --bundle BUNDLE",
-    "engine.json": "python -m firmware_export check --bundle BUNDLE",
-    "mcu_m4.json": "python -m firmware_export qemu --bundle BUNDLE --target m4 --report",
-    "mcu_m3.json": "python -m firmware_export qemu --bundle BUNDLE --target m3 --report",
+    "engine.json": "python -m firmware_export engine --bundle BUNDLE",
+    "mcu_m4.json": "python -m firmware_export mcu --bundle BUNDLE --target m4 --report",
+    "mcu_m3.json": "python -m firmware_export mcu --bundle BUNDLE --target m3 --report",
     "runtime.json": "python -m edge_runtime check --bundle BUNDLE --json BUNDLE/reports/runtime.json",
 }
 
@@ -111,7 +111,7 @@ NA_FLOAT_RAM = (
     "budget of its own to report."
 )
 NA_FLOAT_LATENCY = (
-    "quantize check runs the float model batched over all windows at once, so it "
+    "quantize parity runs the float model batched over all windows at once, so it "
     "has no per-step time."
 )
 NA_LITERT_RAM = "LiteRT allocates its tensors at run time on the host heap; no stage measures it."

@@ -1,6 +1,6 @@
 """The backend rows of later stages carry the parity entry of ``reports/parity.json``.
 
-``firmware_export check`` (host C engine, ``reports/engine.json``), ``firmware_export
+``firmware_export engine`` (host C engine, ``reports/engine.json``), ``firmware_export
 qemu --report`` (the engine on emulated Cortex-M, ``reports/mcu_<target>.json``) and
 ``tinygru-edge check --json`` (this runtime) each report their own outputs with the
 keys of a parity backend entry, computed by ``edge_runtime.parity_entry``.
@@ -102,7 +102,7 @@ def test_engine_check_without_a_float_reference_says_why(tmp_path_factory) -> No
     with stage_writer(b, "parity", config={}) as w:
         w.remove(FLOAT_OUTPUTS)
     rep = check(b)
-    assert rep["backend"] is None and "quantize check" in rep["backend_error"]
+    assert rep["backend"] is None and "quantize parity" in rep["backend_error"]
     assert rep["mismatches"] == 0
 
 

@@ -248,13 +248,13 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     py = sys.executable
     har = task_stages("har", build=tmp_path)
     assert [s.name for s in har] == [
-        "train", "prune", "int8", "parity", "export", "engine", "firmware", "mcu", "runtime",
+        "train", "prune", "int8", "parity", "export", "engine", "firmware", "mcu", "check",
     ]  # fmt: skip
     b = str(tmp_path / "har")
     argv = {s.name: list(s.argv) for s in har}
     assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--sparsity", "0.75",
                              "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9"]  # fmt: skip
-    assert argv["mcu"] == [py, "-m", "firmware_export", "qemu", "--bundle", b,
+    assert argv["mcu"] == [py, "-m", "firmware_export", "mcu", "--bundle", b,
                            "--target", "m4", "--target", "m3", "--report"]  # fmt: skip
     assert argv["firmware"][-1] == f"BUNDLE={tmp_path.resolve() / 'har'}"
     assert all(s.watch == tmp_path / "har" for s in har)
@@ -325,3 +325,34 @@ def test_last_status_is_the_last_non_empty_segment(tmp_path: Path) -> None:
     assert last_status(log) == "20%"
     log.write_bytes(b"x" * 10_000 + b"\ndone\n")
     assert last_status(log) == "done"
+
+
+def test_every_stage_is_named_like_its_command(tmp_path: Path) -> None:
+    """A stage's name is the last word of its command (the make target for firmware), so
+    `ONLY=<stage>`, the stamps, the README and the report name the same thing."""
+    from pipeline.stages import task_stages
+
+    for task in ("har", "anomaly"):
+        for st in task_stages(task, build=tmp_path):
+            words = [w for w in st.argv if not w.startswith("-") and "/" not in w and "=" not in w]
+            assert st.name in words, (st.name, st.argv)
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [("quantize", "check", "parity"), ("firmware_export", "check", "engine"),
+     ("firmware_export", "qemu", "mcu")],
+)  # fmt: skip
+def test_earlier_command_names_still_work(module: str, old: str, new: str) -> None:
+    """Build scripts written against the earlier names keep working: same help text."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def help_of(cmd: str) -> str:
+        r = subprocess.run([sys.executable, "-m", module, cmd, "--help"], capture_output=True,
+                           text=True, cwd=root, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout.replace(f" {old}", " CMD").replace(f" {new}", " CMD")
+
+    assert help_of(old) == help_of(new)
