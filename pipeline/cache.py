@@ -37,6 +37,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.bundle import sha256_file
+
 __all__ = [
     "CODE_NAMES",
     "CODE_SUFFIXES",
@@ -106,14 +108,6 @@ class StageFailed(Exception):
 # --------------------------------------------------------------------------- hashing
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _manifest_digest(path: Path) -> str:
     """sha256 of a bundle manifest without its ``created`` times (top level and per stage)."""
     raw = path.read_bytes()
@@ -140,7 +134,7 @@ def file_digest(root: Path, rel: str) -> str:
         return "link:" + os.readlink(path)
     if rel == MANIFEST:
         return _manifest_digest(path)
-    return _sha256_file(path)
+    return sha256_file(path)
 
 
 @dataclass(frozen=True)
@@ -215,7 +209,7 @@ def key_parts(stage: Stage, prev: str) -> dict[str, Any]:
         "argv": list(stage.argv),
         "prev": prev,
         "python": sys.version,
-        **{f"input {p}": (_sha256_file(p) if p.is_file() else "missing") for p in stage.inputs},
+        **{f"input {p}": (sha256_file(p) if p.is_file() else "missing") for p in stage.inputs},
         **{f"code {p}": code_digest(p) for p in stage.sources},
         **{f"tool {t}": tool_version(t) for t in stage.tools},
     }
