@@ -185,6 +185,15 @@ def _field_path(parts: Any) -> str:
     return out or "(top level)"
 
 
+_COUNTS = {
+    "maxItems": ("at most", "items"),
+    "minItems": ("at least", "items"),
+    "maxLength": ("at most", "characters"),
+    "minLength": ("at least", "characters"),
+    "maxProperties": ("at most", "entries"),
+}
+
+
 def _describe(err: Any) -> list[str]:
     where = list(err.absolute_path)
     kind = err.validator
@@ -211,6 +220,9 @@ def _describe(err: Any) -> list[str]:
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
         return [f"{_field_path(where)}: expected a value {op[kind]} {want}, found {found}"]
+    if kind in _COUNTS and isinstance(inst, list | str | dict):
+        bound, unit = _COUNTS[kind]
+        return [f"{_field_path(where)}: expected {bound} {want} {unit}, found {len(inst)}"]
     if kind == "pattern":
         what = err.schema.get("description") or f"a string matching {want}"
         return [f"{_field_path(where)}: expected {what}, found {found}"]
@@ -257,20 +269,30 @@ def validate_manifest(manifest: Any, *, source: str = MANIFEST) -> None:
     problems += _consistency(manifest) if not problems else []
     if problems:
         shown = problems[:20]
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        more = f"; ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise BundleError(
             f"{source}: invalid manifest ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}):\n  - " + "\n  - ".join(shown) + more
+            f"{'s' if len(problems) != 1 else ''}): " + "; ".join(shown) + more
         )
 
 
+# Products of sizes the schema bounds one by one; checked before anything is allocated.
+# window x channels: one window of int16 counts, as the device under test holds it
+# (firmware/dut/main.c) and a window API caller passes it: 128 KiB at most.
+MAX_WINDOW_VALUES = 1 << 16
+
+
 def _consistency(m: dict[str, Any]) -> list[str]:
-    """Cross-field checks the schema cannot express: per-channel vectors agree in length."""
+    """Cross-field checks the schema cannot express: per-channel vectors agree in length,
+    hop <= window, stride <= kernel, and products of sizes stay within their limits."""
     problems = []
     lengths: dict[str, int] = {}
     channels = m.get("dataset", {}).get("channels")
     if isinstance(channels, list):
         lengths["dataset.channels"] = len(channels)
+    mc = (m.get("model") or {}).get("config") or {}
+    if isinstance(mc.get("n_channels"), int):
+        lengths["model.config.n_channels"] = mc["n_channels"]
     pre = m.get("preprocess", {})
     for key in ("mean", "std"):
         if isinstance(pre.get(key), list):
@@ -287,6 +309,27 @@ def _consistency(m: dict[str, Any]) -> list[str]:
                     f"{k}: expected {lengths[first]} entries (one per channel, as {first}), "
                     f"found {n}"
                 )
+    window, hop = pre.get("window"), pre.get("hop")
+    if isinstance(window, int) and isinstance(hop, int) and hop > window:
+        problems.append(f"preprocess.hop: expected a value <= window ({window}), found {hop}")
+    kernel, stride = mc.get("front_end_kernel"), mc.get("front_end_stride")
+    if isinstance(kernel, int) and isinstance(stride, int) and stride > kernel:
+        problems.append(
+            f"model.config.front_end_stride: expected a value <= front_end_kernel ({kernel}) "
+            f"(a step sees every sample), found {stride}"
+        )
+    n_ch = max(lengths.values(), default=None)
+    if isinstance(window, int) and n_ch is not None and window * n_ch > MAX_WINDOW_VALUES:
+        problems.append(
+            f"preprocess.window: window x channels = {window} x {n_ch} = {window * n_ch} "
+            f"counts, more than the limit {MAX_WINDOW_VALUES}"
+        )
+    labels, n_out = m.get("labels"), mc.get("n_outputs")
+    if m.get("task") == "classification" and isinstance(labels, list) and isinstance(n_out, int):
+        if n_out != len(labels):
+            problems.append(
+                f"model.config.n_outputs: expected {len(labels)} (one per label), found {n_out}"
+            )
     return problems
 
 

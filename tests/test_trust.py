@@ -1,0 +1,156 @@
+"""Nothing is trusted that was not checked: bounded manifests, one-line refusals, atomic export,
+a worker that stops answering, an interrupted training run.
+
+Each test drives the real program (a subprocess where exit status and stderr are the
+contract) on a small real bundle, or a real child process that misbehaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_runtime.bundle import BundleError, validate_manifest
+from tests.support import ROOT, bundle_root, make_bundle
+
+ENV = {
+    **os.environ,
+    "PYTHONHASHSEED": "0",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+# Address space a refused bundle may take: the interpreter, numpy and jsonschema fit in
+# well under this; a window of 2e9 samples does not.
+MEMORY_LIMIT = 2 << 30
+
+
+@pytest.fixture(scope="module")
+def bm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle("bm", bundle_root(tmp_path_factory))
+
+
+def edited(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of bundle ``src`` at ``dst`` with ``edit`` applied to its manifest as JSON."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("firmware"))
+    path = dst / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return dst
+
+
+def limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def edge(*args: str, stdin: str | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m edge_runtime ARGS`` in its own process; a hang guard, not a time check."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", *args],
+        cwd=ROOT, env=ENV, input=stdin, capture_output=True, text=True, timeout=600, **kw,
+    )  # fmt: skip
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def test_every_size_has_a_stated_limit(bm: Path) -> None:
+    base = json.loads((bm / "manifest.json").read_text())
+    cases = [
+        (("preprocess", "window"), 2_000_000_000, "preprocess.window: expected a value <= 4096"),
+        (("preprocess", "hop"), 5000, "preprocess.hop: expected a value <= 4096"),
+        (("model", "config", "n_channels"), 65, "model.config.n_channels: expected a value <= 64"),
+        (("model", "config", "gru_units"), [8, 8, 8], "model.config.gru_units: expected at most 2 items, found 3"),
+        (("model", "config", "gru_units"), [257], "model.config.gru_units[0]: expected a value <= 256"),
+        (("model", "config", "front_end_kernel"), 65, "front_end_kernel: expected a value <= 64"),
+        (("model", "config", "n_outputs"), 257, "model.config.n_outputs: expected a value <= 256"),
+        (("labels",), [f"c{i}" for i in range(257)], "labels: expected at most 256 items, found 257"),
+        (("quantization", "step", "ring_buffer", "samples"), 65, "ring_buffer.samples: expected a value <= 64"),
+        (("quantization", "step", "inputs", "x", "shape"), [1, 2**31], "x.shape[1]: expected a value <= 4096"),
+    ]  # fmt: skip
+    for path, value, want in cases:
+        m = json.loads(json.dumps(base))
+        node = m
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(BundleError) as e:
+            validate_manifest(m)
+        assert want in str(e.value) and "\n" not in str(e.value), (path, str(e.value))
+
+
+def test_products_and_orderings_the_schema_cannot_state(bm: Path) -> None:
+    base = json.loads((bm / "manifest.json").read_text())
+
+    def problem(edit: Callable[[dict[str, Any]], None]) -> str:
+        m = json.loads(json.dumps(base))
+        edit(m)
+        with pytest.raises(BundleError) as e:
+            validate_manifest(m)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    T = base["preprocess"]["window"]
+    text = problem(lambda m: m["preprocess"].update(hop=T + 1))
+    assert f"preprocess.hop: expected a value <= window ({T}), found {T + 1}" in text
+    text = problem(lambda m: m["model"]["config"].update(front_end_stride=4, front_end_kernel=3))
+    assert "front_end_stride: expected a value <= front_end_kernel (3)" in text
+    text = problem(lambda m: m["model"]["config"].update(n_outputs=3))
+    assert "model.config.n_outputs: expected 4 (one per label), found 3" in text
+    text = problem(lambda m: m["model"]["config"].update(n_channels=5))
+    assert "model.config.n_channels: expected 6 entries (one per channel" in text
+
+
+def test_window_product_is_bounded() -> None:
+    chans = [{"name": f"c{i}", "unit": "", "scale": 1.0} for i in range(64)]
+    m = {"schema_version": 1, "name": "x", "task": "forecast", "created": "2026-01-01T00:00:00Z",
+         "artifacts": {}, "stages": {}, "dataset": {"channels": chans},
+         "preprocess": {"window": 4096, "hop": 1}}  # fmt: skip
+    with pytest.raises(BundleError, match=r"window x channels = 4096 x 64 = 262144 counts, more "):
+        validate_manifest(m)
+    m["preprocess"]["window"] = 1024
+    validate_manifest(m)
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_huge_window_is_refused_in_one_line_with_bounded_memory(bm, tmp_path, command) -> None:
+    """A manifest with window = 2e9 once took 24 GB and the OOM killer (run) or a traceback
+    after minutes (check). Under a 2 GiB address-space limit the program must refuse it in
+    one line naming the field, before allocating anything for it."""
+    b = edited(bm, tmp_path / "big", lambda m: m["preprocess"].update(window=2_000_000_000))
+    args = ["--bundle", str(b)]
+    if command == "run":
+        args += ["--source", "-"]
+    r = edge(command, *args, stdin="1,2,3,4,5,6\n" * 10, preexec_fn=limited_memory)
+    assert r.returncode == 2, r.stderr
+    line = one_line(r.stderr)
+    assert line.startswith(f"tinygru-edge: {command}: ") and str(b / "manifest.json") in line
+    assert "preprocess.window: expected a value <= 4096, found integer 2000000000" in line
+
+
+# --------------------------------------------------------------------------- run flags
+
+
+def test_run_refuses_a_negative_max_samples(bm) -> None:
+    r = edge("run", "--bundle", str(bm), "--source", "-", "--max-samples", "-5",
+             stdin="1,2,3,4,5,6\n" * 10)  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert "argument --max-samples: expected an integer >= 0, found -5" in r.stderr
+    assert "Traceback" not in r.stderr
