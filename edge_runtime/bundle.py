@@ -18,6 +18,10 @@ verified first) and swaps the result in only when it finishes; an exception
 leaves the previous bundle untouched. Every artifact is listed in
 ``manifest["artifacts"]`` with its sha256 and size. Times live only in the
 manifest: nothing this module writes into an artifact carries a time.
+
+The fields of the device input contract are sealed with one sha256 (the
+manifest's ``integrity`` section, :mod:`edge_runtime.integrity`): every stage
+writes it, :meth:`Bundle.open` refuses a manifest whose sealed fields changed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import contract
+from edge_runtime import contract, integrity
 
 __all__ = [
     "MANIFEST",
@@ -350,6 +355,24 @@ def _check_not_half_swapped(root: Path) -> None:
         )
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_unsealed(mpath: Path) -> None:
+    """One line on stderr, once per manifest and process, for a manifest without a seal."""
+    key = str(mpath.resolve())
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    print(
+        f"tinygru: warning: {mpath}: no integrity section (written before the device input "
+        "contract was sealed): its fields are used unchecked; the next stage that writes "
+        "this bundle seals them",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 class Bundle:
     """A bundle folder opened for reading; every artifact is hash-checked before use."""
 
@@ -381,7 +404,24 @@ class Bundle:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"{mpath}: not valid JSON: {e}") from None
         validate_manifest(manifest, source=str(mpath))
+        why = integrity.problem(manifest)
+        if why is not None:
+            raise BundleError(f"{mpath}: {why}")
+        if "integrity" not in manifest:
+            _warn_unsealed(mpath)
         return cls(root, manifest)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the manifest carries an ``integrity`` section (verified by :meth:`open`)."""
+        return "integrity" in self.manifest
+
+    @property
+    def contract_sha256(self) -> str:
+        """The sha256 of the device input contract: the verified ``integrity.sha256``, or,
+        for a manifest written before the seal, the hash of its current values."""
+        section = self.manifest.get("integrity")
+        return str(section["sha256"]) if section else integrity.compute(self.manifest)
 
     @property
     def name(self) -> str:
@@ -636,6 +676,9 @@ class StageWriter:
             "git_commit": _git_commit(),
         }
         try:
+            # Seal the values exactly as they will be read back (numpy scalars as JSON).
+            self.manifest.pop("integrity", None)
+            self.manifest["integrity"] = integrity.seal(json.loads(_dumps(self.manifest)))
             text = _dumps(self.manifest)
         except (TypeError, ValueError) as e:
             raise BundleError(
