@@ -10,7 +10,8 @@ form (:func:`canonical`), hash to ``integrity.sha256``::
 :func:`seal` computes that section; :class:`edge_runtime.bundle.StageWriter` writes it
 at the end of every stage, so no stage can forget it; :meth:`edge_runtime.bundle.Bundle.open`
 checks it (:func:`problem`) and refuses a manifest whose covered fields were edited by
-hand.
+hand. The export compiles the same hash into ``<prefix>_config.h``
+(``<P>_CONTRACT_SHA256``), so a device can name the contract it was built from.
 
 This is an integrity check against accidental edits and stale copies, not a signature:
 anyone can recompute the hash after an edit (``python -m edge_runtime.integrity

@@ -2,7 +2,8 @@
 
     B/firmware/
       <prefix>_model.h/.c        model data for the tinygru engine (tg_model_params)
-      <prefix>_config.h          dims, labels, timing, count scales, quantization, threshold
+      <prefix>_config.h          the contract's sha256, dims, labels, timing, count scales,
+                                 quantization, threshold
       <prefix>_model_tflite.h/.cc  the .tflite as a 16-byte aligned C++ array (TFLM users)
       <prefix>_tflm.h            MicroMutableOpResolver<N> with exactly the model's ops, arena
       engine/                    the hand-written engine sources
@@ -104,6 +105,7 @@ def prepare(bundle: Bundle) -> Prepared:
         "y_scale": model.y_scale,
         "y_zero_point": model.y_zero_point,
         "anomaly_threshold": (m.get("thresholds") or {}).get("anomaly_score"),
+        "contract_sha256": bundle.contract_sha256,
     }
     return Prepared(data, hashlib.sha256(data).hexdigest(), graph, model, iq, config)
 
@@ -228,6 +230,7 @@ def export(
         for k, v in sorted(files.items())
     ]
     index = {"prefix": prefix, "step_model": STEP_MODEL, "step_model_sha256": prep.sha256,
+             "contract_sha256": prep.config["contract_sha256"],
              "engine_version": codegen.engine_version(), "files": listing,
              "model_data": report}  # fmt: skip
     files["files.json"] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()

@@ -182,3 +182,17 @@ def test_the_forecaster_s_threshold_is_covered(forecaster, tmp_path) -> None:
     b = edited(forecaster, tmp_path / "f", _set("thresholds.anomaly_score", lambda v: v * 10))
     with pytest.raises(BundleError, match="integrity: the device input contract"):
         Bundle.open(b)
+
+
+def test_the_export_compiles_the_contract_hash(bm, tmp_path) -> None:
+    from firmware_export.export import export
+
+    sealed = Bundle.open(bm).manifest["integrity"]["sha256"]
+    export(bm, tmp_path / "fw", "bm")
+    want = f'#define BM_CONTRACT_SHA256 "{sealed}"'
+    assert want in (tmp_path / "fw" / "bm_config.h").read_text().splitlines()
+    assert json.loads((tmp_path / "fw" / "files.json").read_text())["contract_sha256"] == sealed
+    # A bundle from before the seal: the hash of the values it has, which are the same.
+    old = edited(bm, tmp_path / "old", lambda m: m.pop("integrity"))
+    export(old, tmp_path / "fw_old", "bm")
+    assert want in (tmp_path / "fw_old" / "bm_config.h").read_text().splitlines()
