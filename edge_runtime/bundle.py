@@ -394,6 +394,11 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"{root}: not a folder (a bundle is a folder with {MANIFEST})")
         mpath = root / MANIFEST
+        if mpath.is_symlink():
+            raise BundleError(
+                f"{mpath}: is a symbolic link (refused): a bundle's {MANIFEST} must be a "
+                "regular file inside the bundle folder"
+            )
         if not mpath.is_file():
             raise BundleError(f"{root}: no {MANIFEST} in this folder (not a tinygru bundle?)")
         size = mpath.stat().st_size

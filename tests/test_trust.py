@@ -154,3 +154,91 @@ def test_run_refuses_a_negative_max_samples(bm) -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert "argument --max-samples: expected an integer >= 0, found -5" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- export
+
+
+def tree(folder: Path) -> dict[str, tuple[bytes, int] | str]:
+    """Every entry under ``folder``: files as (bytes, mtime_ns), folders and links by kind."""
+    out: dict[str, tuple[bytes, int] | str] = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_symlink():
+            out[rel] = "link -> " + os.readlink(p)
+        elif p.is_dir():
+            out[rel] = "folder"
+        else:
+            out[rel] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return out
+
+
+def firmware_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "firmware_export", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_a_failing_write_leaves_the_previous_export_whole(bm, tmp_path) -> None:
+    """A write that fails half way used to leave new model C next to an old files.json."""
+    from firmware_export.export import export
+
+    b = tmp_path / "b"
+    shutil.copytree(bm, b, ignore=shutil.ignore_patterns("firmware"))
+    export(b, None, "bm", sparse="never")
+    fw = b / "firmware"
+    (fw / "build").mkdir()
+    (fw / "build" / "dut.elf").write_bytes(b"an earlier firmware build")
+    blocker = fw / "bm_tflm.h"  # written after bm_model.c, before files.json
+    blocker.unlink()
+    blocker.mkdir()
+    (blocker / "keep").write_text("a folder where a file goes: the write fails")
+    before = tree(fw)
+    with pytest.raises(OSError):
+        export(b, None, "bm", sparse="always")  # changes bm_model.c and files.json
+    assert tree(fw) == before
+    assert sorted(p.name for p in b.iterdir() if p.name.startswith("firmware")) == ["firmware"]
+
+    shutil.rmtree(blocker)
+    result = export(b, None, "bm", sparse="always")
+    assert {"bm_model.c", "bm_tflm.h", "files.json"} <= set(result["written"])
+    after = tree(fw)
+    assert after["build/dut.elf"] == before["build/dut.elf"]  # not the export's: kept as it was
+    assert after["bm_model_tflite.cc"] == before["bm_model_tflite.cc"]  # unchanged: same mtime
+    assert export(b, None, "bm", sparse="always")["written"] == []
+    assert tree(fw) == after
+
+
+def test_a_symlinked_firmware_folder_is_refused(bm, tmp_path) -> None:
+    """The export used to follow a firmware/ link and write outside the bundle."""
+    b = tmp_path / "b"
+    shutil.copytree(bm, b, ignore=shutil.ignore_patterns("firmware"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (b / "firmware").symlink_to(outside)
+    r = firmware_export("--bundle", str(b))
+    assert r.returncode == 1
+    line = one_line(r.stderr)
+    assert f"{b / 'firmware'}: is a symbolic link (refused)" in line
+    assert list(outside.iterdir()) == []
+
+    (b / "firmware").unlink()
+    (b / "firmware").mkdir()
+    (b / "firmware" / "engine").symlink_to(outside)
+    r = firmware_export("--bundle", str(b))
+    assert r.returncode == 1
+    assert f"{b / 'firmware' / 'engine'}: is a symbolic link (refused)" in one_line(r.stderr)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_symlinked_manifest_is_refused(bm, tmp_path) -> None:
+    b = tmp_path / "b"
+    shutil.copytree(bm, b, ignore=shutil.ignore_patterns("firmware"))
+    real = tmp_path / "elsewhere.json"
+    (b / "manifest.json").rename(real)
+    (b / "manifest.json").symlink_to(real)
+    r = edge("check", "--bundle", str(b))
+    assert r.returncode == 2
+    assert f"{b / 'manifest.json'}: is a symbolic link (refused)" in one_line(r.stderr)
+    r = firmware_export("--bundle", str(b))
+    assert r.returncode == 1 and "is a symbolic link (refused)" in one_line(r.stderr)
+    assert not (b / "firmware").exists()
