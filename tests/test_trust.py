@@ -242,3 +242,122 @@ def test_a_symlinked_manifest_is_refused(bm, tmp_path) -> None:
     r = firmware_export("--bundle", str(b))
     assert r.returncode == 1 and "is a symbolic link (refused)" in one_line(r.stderr)
     assert not (b / "firmware").exists()
+
+
+# --------------------------------------------------------------------------- worker
+
+HANGING_CHILD = """
+import os, sys, time
+pidfile, mode = {pidfile!r}, {mode!r}
+open(pidfile, "w").write(str(os.getpid()))
+sys.path.insert(0, os.path.dirname(sys.argv[-1]))  # the real worker program
+import worker
+if mode == "load":
+    time.sleep(3600)  # alive, never reads a request
+def hang(self, payload):
+    time.sleep(3600)  # loaded and bound, then stops answering
+worker._Child.step = hang
+sys.exit(worker.main())
+"""
+
+
+def hanging_python(folder: Path, mode: str) -> tuple[Path, Path]:
+    """An executable the worker client starts as its "python": this Python running the real
+    worker program, which loads the model with the real LiteRT and then stops answering
+    (``mode="step"``), or never answers at all (``mode="load"``). Returns it and its pid file."""
+    pidfile = folder / f"{mode}.pid"
+    program = folder / f"{mode}_child.py"
+    program.write_text(HANGING_CHILD.format(pidfile=str(pidfile), mode=mode))
+    exe = folder / f"{mode}-python"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{program}" "$@"\n')
+    exe.chmod(0o755)
+    return exe, pidfile
+
+
+class Guard:
+    """Kills the child named in ``pidfile`` if the test is still waiting after a long time,
+    so a client without a deadline fails this test instead of hanging the suite. Not a
+    time check: the assertions are on the error and the child's state."""
+
+    def __init__(self, pidfile: Path, seconds: float = 120.0) -> None:
+        import threading
+
+        self.fired = False
+        self.pidfile = pidfile
+        self.timer = threading.Timer(seconds, self._kill)
+
+    def _kill(self) -> None:
+        import signal
+
+        self.fired = True
+        if self.pidfile.exists():
+            try:
+                os.kill(int(self.pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> Guard:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_worker_that_stops_answering_is_killed_and_named(bm, tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.interpreter import InterpreterError, StepInterpreter
+    from edge_runtime.worker import ENV_TIMEOUT
+
+    b = Bundle.open(bm)
+    model, step = b.read_bytes("step_int8.tflite"), b.manifest["quantization"]["step"]
+    exe, pidfile = hanging_python(tmp_path, "step")
+    monkeypatch.setenv(ENV_TIMEOUT, "1")
+    with Guard(pidfile) as guard:
+        it = StepInterpreter(model, step, python=str(exe))  # LOAD and BIND are answered
+        proc = it.worker.proc
+        x = np.full(it.x.shape, it.x.zero_point, np.int8)
+        with pytest.raises(InterpreterError) as e:
+            it.step(x, it.zero_states())
+    assert not guard.fired
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"interpreter worker {exe} (pid {proc.pid}) did not answer STEP within 1 s" in msg
+    assert f"was killed (${ENV_TIMEOUT} sets the limit)" in msg
+    assert proc.poll() == -9 and _gone(proc.pid)
+    with pytest.raises(InterpreterError, match="is closed"):
+        it.step(x, it.zero_states())
+    it.close()
+
+
+def test_a_worker_that_never_loads_is_killed_and_named(bm, tmp_path, monkeypatch) -> None:
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.interpreter import InterpreterError, StepInterpreter
+    from edge_runtime.worker import ENV_LOAD_TIMEOUT, ENV_TIMEOUT
+
+    b = Bundle.open(bm)
+    model, step = b.read_bytes("step_int8.tflite"), b.manifest["quantization"]["step"]
+    exe, pidfile = hanging_python(tmp_path, "load")
+    monkeypatch.setenv(ENV_LOAD_TIMEOUT, "2")
+    with Guard(pidfile) as guard:
+        with pytest.raises(InterpreterError) as e:
+            StepInterpreter(model, step, python=str(exe))
+    assert not guard.fired
+    msg = str(e.value)
+    assert "\n" not in msg and f"interpreter worker {exe} (pid " in msg
+    assert "did not answer LOAD within 2 s" in msg and f"${ENV_LOAD_TIMEOUT}" in msg
+    assert _gone(int(pidfile.read_text()))
+
+    monkeypatch.setenv(ENV_TIMEOUT, "soon")
+    with pytest.raises(InterpreterError, match=f"{ENV_TIMEOUT}: expected a number of seconds > 0"):
+        StepInterpreter(model, step, python=str(exe))
