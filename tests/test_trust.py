@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.bundle import BundleError, validate_manifest
-from tests.support import ROOT, bundle_root, make_bundle
+from tests.support import ROOT, bundle_root, make_bundle, small_config
 
 ENV = {
     **os.environ,
@@ -361,3 +361,37 @@ def test_a_worker_that_never_loads_is_killed_and_named(bm, tmp_path, monkeypatch
     monkeypatch.setenv(ENV_TIMEOUT, "soon")
     with pytest.raises(InterpreterError, match=f"{ENV_TIMEOUT}: expected a number of seconds > 0"):
         StepInterpreter(model, step, python=str(exe))
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_sigint_during_training_is_one_line_and_exit_130(bm, tmp_path) -> None:
+    """Ctrl-C during `python -m train` used to print a TensorFlow traceback."""
+    import signal
+
+    cfg = small_config(tmp_path, "basic_motions.toml", epochs=100000, patience=100000)
+    out = tmp_path / "bundle"
+    shutil.copytree(bm, out)
+    before = tree(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", "--config", str(cfg), "--out", str(out)],
+        cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = b""
+    while b"epoch" not in seen:  # the progress bar: training has started
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=600)[1]  # a hang guard, not a time check
+    err = (seen + rest).decode(errors="replace")
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert lines[-1] == "train: interrupted (SIGINT); the bundle is as it was"
+    assert not any(ln.startswith("train:") for ln in lines[:-1])
+    assert tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("bundle")) == ["bundle"]
