@@ -261,6 +261,9 @@ sys.exit(worker.main())
 """
 
 
+ENV_TIMEOUT, ENV_LOAD_TIMEOUT = "TINYGRU_WORKER_TIMEOUT", "TINYGRU_WORKER_LOAD_TIMEOUT"
+
+
 def hanging_python(folder: Path, mode: str) -> tuple[Path, Path]:
     """An executable the worker client starts as its "python": this Python running the real
     worker program, which loads the model with the real LiteRT and then stops answering
@@ -317,7 +320,6 @@ def test_a_worker_that_stops_answering_is_killed_and_named(bm, tmp_path, monkeyp
 
     from edge_runtime.bundle import Bundle
     from edge_runtime.interpreter import InterpreterError, StepInterpreter
-    from edge_runtime.worker import ENV_TIMEOUT
 
     b = Bundle.open(bm)
     model, step = b.read_bytes("step_int8.tflite"), b.manifest["quantization"]["step"]
@@ -343,7 +345,6 @@ def test_a_worker_that_stops_answering_is_killed_and_named(bm, tmp_path, monkeyp
 def test_a_worker_that_never_loads_is_killed_and_named(bm, tmp_path, monkeypatch) -> None:
     from edge_runtime.bundle import Bundle
     from edge_runtime.interpreter import InterpreterError, StepInterpreter
-    from edge_runtime.worker import ENV_LOAD_TIMEOUT, ENV_TIMEOUT
 
     b = Bundle.open(bm)
     model, step = b.read_bytes("step_int8.tflite"), b.manifest["quantization"]["step"]
