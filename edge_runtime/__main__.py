@@ -207,6 +207,16 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, found {text!r}")
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinygru-edge",
@@ -228,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--encoding", choices=("auto", "line", "frame"), default="auto")
     r.add_argument("--units", choices=("counts", "physical"), default="counts")
     r.add_argument("--realtime", action="store_true", help="pace csv: and stdin at the sample rate")
-    r.add_argument("--max-samples", type=int, default=0, help="stop after N samples")
+    r.add_argument("--max-samples", type=_count, default=0, metavar="N",
+                   help="stop after N samples (default 0: at the end of the stream)")  # fmt: skip
     r.add_argument("--show-bad", type=int, default=5, help="report the first N bad samples")
     r.add_argument(
         "--interpreter-python", action=InterpreterPythonAction, help=INTERPRETER_PYTHON_HELP

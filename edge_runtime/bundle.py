@@ -18,6 +18,10 @@ verified first) and swaps the result in only when it finishes; an exception
 leaves the previous bundle untouched. Every artifact is listed in
 ``manifest["artifacts"]`` with its sha256 and size. Times live only in the
 manifest: nothing this module writes into an artifact carries a time.
+
+The fields of the device input contract are sealed with one sha256 (the
+manifest's ``integrity`` section, :mod:`edge_runtime.integrity`): every stage
+writes it, :meth:`Bundle.open` refuses a manifest whose sealed fields changed.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from functools import lru_cache
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import contract
+from edge_runtime import contract, integrity
 
 __all__ = [
     "MANIFEST",
@@ -185,6 +190,15 @@ def _field_path(parts: Any) -> str:
     return out or "(top level)"
 
 
+_COUNTS = {
+    "maxItems": ("at most", "items"),
+    "minItems": ("at least", "items"),
+    "maxLength": ("at most", "characters"),
+    "minLength": ("at least", "characters"),
+    "maxProperties": ("at most", "entries"),
+}
+
+
 def _describe(err: Any) -> list[str]:
     where = list(err.absolute_path)
     kind = err.validator
@@ -211,6 +225,9 @@ def _describe(err: Any) -> list[str]:
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
         return [f"{_field_path(where)}: expected a value {op[kind]} {want}, found {found}"]
+    if kind in _COUNTS and isinstance(inst, list | str | dict):
+        bound, unit = _COUNTS[kind]
+        return [f"{_field_path(where)}: expected {bound} {want} {unit}, found {len(inst)}"]
     if kind == "pattern":
         what = err.schema.get("description") or f"a string matching {want}"
         return [f"{_field_path(where)}: expected {what}, found {found}"]
@@ -257,20 +274,30 @@ def validate_manifest(manifest: Any, *, source: str = MANIFEST) -> None:
     problems += _consistency(manifest) if not problems else []
     if problems:
         shown = problems[:20]
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        more = f"; ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise BundleError(
             f"{source}: invalid manifest ({len(problems)} problem"
-            f"{'s' if len(problems) != 1 else ''}):\n  - " + "\n  - ".join(shown) + more
+            f"{'s' if len(problems) != 1 else ''}): " + "; ".join(shown) + more
         )
 
 
+# Products of sizes the schema bounds one by one; checked before anything is allocated.
+# window x channels: one window of int16 counts, as the device under test holds it
+# (firmware/dut/main.c) and a window API caller passes it: 128 KiB at most.
+MAX_WINDOW_VALUES = 1 << 16
+
+
 def _consistency(m: dict[str, Any]) -> list[str]:
-    """Cross-field checks the schema cannot express: per-channel vectors agree in length."""
+    """Cross-field checks the schema cannot express: per-channel vectors agree in length,
+    hop <= window, stride <= kernel, and products of sizes stay within their limits."""
     problems = []
     lengths: dict[str, int] = {}
     channels = m.get("dataset", {}).get("channels")
     if isinstance(channels, list):
         lengths["dataset.channels"] = len(channels)
+    mc = (m.get("model") or {}).get("config") or {}
+    if isinstance(mc.get("n_channels"), int):
+        lengths["model.config.n_channels"] = mc["n_channels"]
     pre = m.get("preprocess", {})
     for key in ("mean", "std"):
         if isinstance(pre.get(key), list):
@@ -287,6 +314,27 @@ def _consistency(m: dict[str, Any]) -> list[str]:
                     f"{k}: expected {lengths[first]} entries (one per channel, as {first}), "
                     f"found {n}"
                 )
+    window, hop = pre.get("window"), pre.get("hop")
+    if isinstance(window, int) and isinstance(hop, int) and hop > window:
+        problems.append(f"preprocess.hop: expected a value <= window ({window}), found {hop}")
+    kernel, stride = mc.get("front_end_kernel"), mc.get("front_end_stride")
+    if isinstance(kernel, int) and isinstance(stride, int) and stride > kernel:
+        problems.append(
+            f"model.config.front_end_stride: expected a value <= front_end_kernel ({kernel}) "
+            f"(a step sees every sample), found {stride}"
+        )
+    n_ch = max(lengths.values(), default=None)
+    if isinstance(window, int) and n_ch is not None and window * n_ch > MAX_WINDOW_VALUES:
+        problems.append(
+            f"preprocess.window: window x channels = {window} x {n_ch} = {window * n_ch} "
+            f"counts, more than the limit {MAX_WINDOW_VALUES}"
+        )
+    labels, n_out = m.get("labels"), mc.get("n_outputs")
+    if m.get("task") == "classification" and isinstance(labels, list) and isinstance(n_out, int):
+        if n_out != len(labels):
+            problems.append(
+                f"model.config.n_outputs: expected {len(labels)} (one per label), found {n_out}"
+            )
     return problems
 
 
@@ -305,6 +353,24 @@ def _check_not_half_swapped(root: Path) -> None:
             f"interrupted while swapping in its result. Rename {old} to {root} to get the "
             "previous bundle back, then rerun the stage."
         )
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_unsealed(mpath: Path) -> None:
+    """One line on stderr, once per manifest and process, for a manifest without a seal."""
+    key = str(mpath.resolve())
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    print(
+        f"tinygru: warning: {mpath}: no integrity section (written before the device input "
+        "contract was sealed): its fields are used unchecked; the next stage that writes "
+        "this bundle seals them",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class Bundle:
@@ -328,6 +394,11 @@ class Bundle:
         if not root.is_dir():
             raise BundleError(f"{root}: not a folder (a bundle is a folder with {MANIFEST})")
         mpath = root / MANIFEST
+        if mpath.is_symlink():
+            raise BundleError(
+                f"{mpath}: is a symbolic link (refused): a bundle's {MANIFEST} must be a "
+                "regular file inside the bundle folder"
+            )
         if not mpath.is_file():
             raise BundleError(f"{root}: no {MANIFEST} in this folder (not a tinygru bundle?)")
         size = mpath.stat().st_size
@@ -338,7 +409,24 @@ class Bundle:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"{mpath}: not valid JSON: {e}") from None
         validate_manifest(manifest, source=str(mpath))
+        why = integrity.problem(manifest)
+        if why is not None:
+            raise BundleError(f"{mpath}: {why}")
+        if "integrity" not in manifest:
+            _warn_unsealed(mpath)
         return cls(root, manifest)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the manifest carries an ``integrity`` section (verified by :meth:`open`)."""
+        return "integrity" in self.manifest
+
+    @property
+    def contract_sha256(self) -> str:
+        """The sha256 of the device input contract: the verified ``integrity.sha256``, or,
+        for a manifest written before the seal, the hash of its current values."""
+        section = self.manifest.get("integrity")
+        return str(section["sha256"]) if section else integrity.compute(self.manifest)
 
     @property
     def name(self) -> str:
@@ -593,6 +681,9 @@ class StageWriter:
             "git_commit": _git_commit(),
         }
         try:
+            # Seal the values exactly as they will be read back (numpy scalars as JSON).
+            self.manifest.pop("integrity", None)
+            self.manifest["integrity"] = integrity.seal(json.loads(_dumps(self.manifest)))
             text = _dumps(self.manifest)
         except (TypeError, ValueError) as e:
             raise BundleError(

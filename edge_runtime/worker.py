@@ -32,16 +32,25 @@ request     payload                                       reply payload (``OK``)
 
 A request that fails gets ``ERR`` with a one-line UTF-8 message; the child
 keeps serving. End of input (the parent closed the pipe or died) ends the child.
+
+The parent waits for every reply with a deadline (poll on the pipes): a child
+that hangs alive is killed and the request fails with one line naming it.
+``LOAD`` (the child's start included) may take ``$TINYGRU_WORKER_LOAD_TIMEOUT``
+seconds (default 120: a slow board importing numpy and the interpreter), every
+later request ``$TINYGRU_WORKER_TIMEOUT`` seconds (default 5; a step takes
+microseconds to milliseconds); :class:`WorkerClient` takes both as arguments too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -51,7 +60,12 @@ LEN = struct.Struct("<I")
 OP_LOAD, OP_BIND, OP_STEP, OP_CLOSE = 1, 2, 3, 4
 OK, ERR = 0x80, 0x81
 ENV_PYTHON = "TINYGRU_INTERPRETER_PYTHON"
+ENV_TIMEOUT = "TINYGRU_WORKER_TIMEOUT"
+ENV_LOAD_TIMEOUT = "TINYGRU_WORKER_LOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 5.0  # seconds per request once the model is loaded
+DEFAULT_LOAD_TIMEOUT = 120.0  # seconds for the child to start and load the model
 MAX_MESSAGE = 1 << 30
+OP_NAMES = {1: "LOAD", 2: "BIND", 3: "STEP", 4: "CLOSE"}
 
 
 class ProtocolError(Exception):
@@ -226,6 +240,61 @@ def main() -> int:
 # --------------------------------------------------------------------------- parent
 
 
+class _Timeout(Exception):
+    """No progress on a pipe before the deadline."""
+
+
+def _wait(poller: select.poll, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0 or not poller.poll(max(1, int(left * 1000 + 0.999))):
+        raise _Timeout
+
+
+def _send(fd: int, poller: select.poll, data: bytes, deadline: float) -> None:
+    """Write all of ``data`` to the non-blocking ``fd`` before ``deadline``."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            _wait(poller, deadline)
+
+
+def _recv(fd: int, poller: select.poll, buf: bytearray, n: int, deadline: float) -> bytes:
+    """Exactly ``n`` bytes from ``buf`` and then the non-blocking ``fd`` (fewer at end of
+    file); what is read beyond them stays in ``buf``. A reply is rarely ready at once, so
+    the pipe is polled before each read: one poll and one read per message."""
+    while len(buf) < n:
+        _wait(poller, deadline)
+        try:
+            chunk = os.read(fd, max(n - len(buf), 1 << 16))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        buf += chunk
+    out = bytes(buf[:n])
+    del buf[:n]
+    return out
+
+
+def _seconds(value: float | None, env: str, default: float, error: type[Exception]) -> float:
+    """A timeout: ``value``, else ``$env``, else ``default``; it must be a number > 0."""
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise error(f"{env}: expected a number of seconds > 0, found {text!r}")
+    if not value > 0:
+        raise error(f"worker timeout: expected a number of seconds > 0, found {value!r}")
+    return float(value)
+
+
 def _stop(proc: subprocess.Popen[bytes], stderr: IO[bytes]) -> None:
     """Ask the child to exit (CLOSE, then end of input); kill it if it does not."""
     if proc.poll() is None:
@@ -253,8 +322,12 @@ class WorkerClient:
     """One child process holding one interpreter (see the module doc).
 
     ``python``: the child's Python; ``error``: the exception class raised for a
-    child that cannot start, refuses a request or dies (its message names the
-    child and ends with the tail of the child's stderr).
+    child that cannot start, refuses a request, dies or does not answer in time
+    (its message names the child and ends with the tail of the child's stderr).
+    ``timeout``: seconds a request may take once the model is loaded (default
+    ``$TINYGRU_WORKER_TIMEOUT``, else 5); ``load_timeout``: seconds for the child
+    to start and load the model (default ``$TINYGRU_WORKER_LOAD_TIMEOUT``, else 120).
+    A child that misses its deadline is killed.
     """
 
     def __init__(
@@ -265,36 +338,47 @@ class WorkerClient:
         backend: str = "litert",
         num_threads: int | None = None,
         error: type[Exception] = RuntimeError,
+        timeout: float | None = None,
+        load_timeout: float | None = None,
     ) -> None:
         self.python = str(python)
         self._error = error
+        self.timeout = _seconds(timeout, ENV_TIMEOUT, DEFAULT_TIMEOUT, error)
+        self.load_timeout = _seconds(load_timeout, ENV_LOAD_TIMEOUT, DEFAULT_LOAD_TIMEOUT, error)
         self._stderr = tempfile.TemporaryFile()
         cmd = [self.python, "-I", str(Path(__file__).resolve())]
         try:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
             )
         except OSError as e:
             self._stderr.close()
             raise error(f"interpreter worker: cannot start {self.python}: {e}") from None
         self.name = f"interpreter worker {self.python} (pid {self.proc.pid})"
         self._finalizer = weakref.finalize(self, _stop, self.proc, self._stderr)
-        self._in: BinaryIO = self.proc.stdin  # type: ignore[assignment]
-        self._out: BinaryIO = self.proc.stdout  # type: ignore[assignment]
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._fd_in, self._fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        os.set_blocking(self._fd_in, False)
+        os.set_blocking(self._fd_out, False)
+        self._poll_in, self._poll_out = select.poll(), select.poll()
+        self._poll_in.register(self._fd_in, select.POLLOUT)
+        self._poll_out.register(self._fd_out, select.POLLIN)
+        self._buf = bytearray()  # bytes read from the child beyond the last reply
         opts = json.dumps({"backend": backend, "num_threads": num_threads}).encode()
         reply = self.call(OP_LOAD, LEN.pack(len(opts)) + opts + bytes(model_content))
         self.info: dict[str, Any] = json.loads(reply.decode("utf-8"))
 
     def _stderr_tail(self, limit: int = 2000) -> str:
+        """The end of the child's stderr, its lines joined into one."""
         try:
             self._stderr.flush()
             self._stderr.seek(0, os.SEEK_END)
             size = self._stderr.tell()
             self._stderr.seek(max(0, size - limit))
-            text = self._stderr.read().decode("utf-8", "replace").strip()
+            text = self._stderr.read().decode("utf-8", "replace")
         except (OSError, ValueError):
             return ""
-        return text
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
     def _died(self, why: str) -> Exception:
         try:
@@ -308,13 +392,43 @@ class WorkerClient:
         msg += f"; its stderr: {tail}" if tail else "; its stderr is empty"
         return self._error(msg)
 
+    def _timed_out(self, op: int, seconds: float) -> Exception:
+        self.proc.kill()
+        self.proc.wait()
+        tail = self._stderr_tail()
+        self._finalizer()
+        env = ENV_LOAD_TIMEOUT if op == OP_LOAD else ENV_TIMEOUT
+        return self._error(
+            f"{self.name} did not answer {OP_NAMES.get(op, op)} within {seconds:g} s and was "
+            f"killed (${env} sets the limit); "
+            + (f"its stderr: {tail}" if tail else "its stderr is empty")
+        )
+
+    def _exchange(self, op: int, payload: bytes, deadline: float) -> tuple[int, bytes] | None:
+        """Send one request and read its reply before ``deadline``; None at end of file."""
+        _send(self._fd_in, self._poll_in, HEADER.pack(op, len(payload)) + payload, deadline)
+        head = _recv(self._fd_out, self._poll_out, self._buf, HEADER.size, deadline)
+        if not head:
+            return None
+        if len(head) < HEADER.size:
+            raise ProtocolError(f"truncated header ({len(head)} of {HEADER.size} bytes)")
+        rop, n = HEADER.unpack(head)
+        if n > MAX_MESSAGE:
+            raise ProtocolError(f"message of {n} bytes (at most {MAX_MESSAGE})")
+        data = _recv(self._fd_out, self._poll_out, self._buf, n, deadline) if n else b""
+        if len(data) != n:
+            raise ProtocolError(f"truncated message: {len(data)} of {n} bytes")
+        return rop, data
+
     def call(self, op: int, payload: bytes = b"") -> bytes:
         """One request; the reply's payload."""
         if not self._finalizer.alive:
             raise self._error(f"{self.name} is closed")
+        seconds = self.load_timeout if op == OP_LOAD else self.timeout
         try:
-            write_message(self._in, op, payload)
-            msg = read_message(self._out)
+            msg = self._exchange(op, payload, time.monotonic() + seconds)
+        except _Timeout:
+            raise self._timed_out(op, seconds) from None
         except (OSError, ValueError) as e:
             raise self._died(f"stopped answering ({type(e).__name__}: {e})") from None
         except ProtocolError as e:

@@ -1,7 +1,8 @@
 """C and C++ text of an export: model data for the tinygru engine, TFLM-user files, config.
 
-All text is a pure function of its inputs (no time, no manifest hash), so exporting
-twice gives byte-identical files.
+All text is a pure function of its inputs (no time; of the manifest only the device input
+contract's sha256, which covers values, never times), so exporting twice gives
+byte-identical files.
 """
 
 from __future__ import annotations
@@ -309,6 +310,14 @@ def config_h(prefix: str, cfg: dict[str, Any], head: str) -> str:
 
     def define(name: str, value: Any, doc: str = "") -> None:
         lines.append(f"#define {P}_{name} {value}" + (f" /* {doc} */" if doc else ""))
+
+    lines.append(
+        "/** sha256 of the manifest's device input contract (integrity.sha256: canonical JSON\n"
+        " * of the fields in integrity.fields, see edge_runtime/integrity.py): the contract\n"
+        " * this code was exported from. An integrity check, not a signature. */"
+    )
+    define("CONTRACT_SHA256", _c_string(cfg["contract_sha256"]))
+    lines.append("")
 
     for key, doc in (
         ("channels", "C, values per raw sample"),

@@ -2,21 +2,31 @@
 
     B/firmware/
       <prefix>_model.h/.c        model data for the tinygru engine (tg_model_params)
-      <prefix>_config.h          dims, labels, timing, count scales, quantization, threshold
+      <prefix>_config.h          the contract's sha256, dims, labels, timing, count scales,
+                                 quantization, threshold
       <prefix>_model_tflite.h/.cc  the .tflite as a 16-byte aligned C++ array (TFLM users)
       <prefix>_tflm.h            MicroMutableOpResolver<N> with exactly the model's ops, arena
       engine/                    the hand-written engine sources
       files.json                 every file above with its sha256 and size, and model_data:
                                  flash/RAM bytes and each FC layer's weight storage decision
 
-Only files whose bytes changed are rewritten. Nothing carries a time.
+Only files whose bytes changed are rewritten. Nothing carries a time. The export is
+atomic, as a stage's bundle writes are: when anything changed, the folder is copied to
+``<out>.staging-export`` next to it, the changed files are written there, and the copy
+is swapped in (``<out>`` -> ``<out>.old``, staging -> ``<out>``, ``.old`` removed), so a
+failing write leaves the previous export untouched. The output folder, and every folder
+and file the export writes in it, must not be a symbolic link (one would take the
+writes outside it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +114,7 @@ def prepare(bundle: Bundle) -> Prepared:
         "y_scale": model.y_scale,
         "y_zero_point": model.y_zero_point,
         "anomaly_threshold": (m.get("thresholds") or {}).get("anomaly_score"),
+        "contract_sha256": bundle.contract_sha256,
     }
     return Prepared(data, hashlib.sha256(data).hexdigest(), graph, model, iq, config)
 
@@ -197,6 +208,79 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def refuse_links(out_dir: Path, names: Iterable[str]) -> None:
+    """ExportError (one line) when ``out_dir`` or any folder or file on the way to one of
+    ``names`` inside it is a symbolic link: writing through it would land outside."""
+    if out_dir.is_symlink():
+        raise ExportError(
+            f"{out_dir}: is a symbolic link (refused): the export writes only into a real "
+            "folder; remove the link or name the folder it points to with --out"
+        )
+    for name in names:
+        p = out_dir
+        for part in Path(name).parts:
+            p = p / part
+            if p.is_symlink():
+                raise ExportError(
+                    f"{p}: is a symbolic link (refused): the export writes only regular files "
+                    f"inside {out_dir}"
+                )
+
+
+def _old(out_dir: Path) -> Path:
+    return out_dir.with_name(out_dir.name + ".old")
+
+
+def write_atomically(out_dir: Path, files: dict[str, bytes]) -> list[str]:
+    """Write the files whose bytes changed (relative path -> contents) into ``out_dir`` as one
+    swap (see the module doc); returns the paths written. Nothing changed: nothing is touched."""
+    refuse_links(out_dir, files)
+    if not out_dir.name or out_dir.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise ExportError(
+            f"{out_dir}: is the current folder or contains it; the export swaps its output "
+            "folder as a whole: run it from elsewhere"
+        )
+    old = _old(out_dir)
+    if not out_dir.exists() and old.is_dir():
+        raise ExportError(
+            f"{out_dir}: missing but {old.name} exists next to it: an export was interrupted "
+            f"while swapping in its result; rename {old} to {out_dir}, then export again"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a folder")
+    changed = [k for k, v in sorted(files.items())
+               if not ((out_dir / k).is_file() and (out_dir / k).read_bytes() == v)]  # fmt: skip
+    if not changed:
+        return []
+    staging = out_dir.with_name(out_dir.name + ".staging-export")
+    if staging.is_symlink() or staging.is_file():
+        staging.unlink()
+    elif staging.exists():
+        shutil.rmtree(staging)
+    swapped_out = False
+    try:
+        if out_dir.is_dir():
+            shutil.copytree(out_dir, staging, symlinks=True)  # copy2: unchanged files keep mtimes
+        else:
+            staging.mkdir(parents=True)
+        for k in changed:
+            write_if_changed(staging / k, files[k])
+        if old.exists():
+            shutil.rmtree(old)
+        if out_dir.exists():
+            os.rename(out_dir, old)
+            swapped_out = True
+        os.rename(staging, out_dir)
+        swapped_out = False
+    except BaseException:
+        if swapped_out and not out_dir.exists():
+            os.rename(old, out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return changed
+
+
 def export(
     bundle_dir: str | Path,
     out: str | Path | None = None,
@@ -209,7 +293,9 @@ def export(
     """Export a bundle; returns ``{"out": dir, "files": [...], "written": [...], "model_data"}``.
 
     ``sparse``: weight storage per FC layer (lower.choose_storage). ``max_flash`` /
-    ``max_ram``: budgets in bytes; when exceeded nothing is written (ExportError).
+    ``max_ram``: budgets in bytes; when exceeded nothing is written (ExportError). The
+    files are written as one swap (:func:`write_atomically`): a failure leaves the
+    previous export as it was.
     """
     if sparse not in SPARSE_MODES:
         raise ExportError(f"--sparse: expected one of {list(SPARSE_MODES)}, found {sparse!r}")
@@ -220,7 +306,7 @@ def export(
     if codegen.engine_format_version() != codegen.FORMAT_VERSION:
         raise ExportError("engine/tinygru.h TG_FORMAT_VERSION differs from codegen.FORMAT_VERSION")
     prep = prepare(bundle)
-    out_dir = Path(out) if out is not None else bundle.root / "firmware"
+    out_dir = Path(out) if out is not None else bundle.root / contract.FIRMWARE_DIR
     files, report = render(bundle, prep, prefix, sparse)
     check_budgets(report, max_flash, max_ram)
     listing = [
@@ -228,9 +314,10 @@ def export(
         for k, v in sorted(files.items())
     ]
     index = {"prefix": prefix, "step_model": STEP_MODEL, "step_model_sha256": prep.sha256,
+             "contract_sha256": prep.config["contract_sha256"],
              "engine_version": codegen.engine_version(), "files": listing,
              "model_data": report}  # fmt: skip
     files["files.json"] = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
-    written = [k for k, v in sorted(files.items()) if write_if_changed(out_dir / k, v)]
+    written = write_atomically(out_dir, files)
     return {"out": str(out_dir), "prefix": prefix, "files": sorted(files), "written": written,
             "model_data": report}  # fmt: skip

@@ -1,6 +1,8 @@
 """python -m train --config configs/har.toml [--out build/har] [--data FILE] [--seeds 0,1,2]
 
 python -m train summary build/har build/anomaly    print the trained figures
+
+SIGINT (Ctrl-C) stops it with exit status 130 and one line; the bundle is left as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +12,16 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # The bundle is written by one staged swap at the end (edge_runtime.bundle), so an
+        # interrupted run leaves it as it was.
+        print("\ntrain: interrupted (SIGINT); the bundle is as it was", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("summary", "bench"):
         from train.train import summary
