@@ -250,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="acceptance check against the bundle's reference data")
     c.add_argument("--bundle", required=True)
-    c.add_argument("--device", default=None, help="qemu:an385|an386|an500, a pyserial URL or a tty")
+    c.add_argument("--device", default=None,
+                   help="qemu:<board> (an386, m4, stm32f405, ...: edge_runtime/boards.py), "
+                   "a pyserial URL or a tty")  # fmt: skip
     c.add_argument("--backend", choices=RUN_BACKENDS, default="litert", help=BACKEND_HELP)
     c.add_argument("--min-accuracy", type=float, default=None)
     c.add_argument("--min-agreement", type=float, default=None, help="min argmax agreement")

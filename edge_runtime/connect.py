@@ -90,8 +90,9 @@ def _verify(link: DeviceLink, spec: str, b: Bundle) -> None:
 
 
 def open_device(spec: str, bundle: Any = None, **kw: Any) -> DeviceLink:
-    """A link for ``--device SPEC``: ``qemu:<board>`` (``an386``, ``m4`` or ``mps2-an386``,
-    see :mod:`edge_runtime.boards`; needs the bundle's firmware), else any pyserial URL or
+    """A link for ``--device SPEC``: ``qemu:<board>`` (``an386``, ``m4`` or ``mps2-an386``;
+    ``stm32f405``, ``m0``, ``m33``, ``m55``, ... see :mod:`edge_runtime.boards`; needs the
+    bundle's firmware), else any pyserial URL or
     device path. ``kw`` goes to :class:`~edge_runtime.device.DeviceLink`.
 
     ``bundle`` (an :class:`~edge_runtime.bundle.Bundle` or its folder): when given, the

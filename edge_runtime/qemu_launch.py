@@ -4,12 +4,15 @@
         dev.infer_window(counts)
 
 A board is any name :func:`edge_runtime.boards.board` knows (``mps2-an386``, ``an386``
-or ``m4``). The ELF is ``<bundle>/firmware/build/<board>-<opt>/dut.elf`` (``make -C
-firmware BUNDLE=<bundle>``). QEMU's UART0 becomes a TCP server on a free loopback port
+or ``m4``; ``netduinoplus2`` or ``stm32f405``, ``microbit`` or ``m0``, ...). The ELF is
+``<bundle>/firmware/build/<board>-<opt>/dut.elf`` (``make -C firmware BUNDLE=<bundle>``).
+The board's console, the machine's first UART or USART (UART0 on MPS2/MPS3, the nRF51
+UART on the micro:bit, USART1 on the STM32F405), becomes a TCP server on a free loopback port
 (``-serial tcp:127.0.0.1:PORT,server=on,wait=on,nodelay=on``: the guest starts when
 the link connects) and the link connects with ``socket://127.0.0.1:PORT``. With
 ``-icount shift=0`` one guest instruction takes 1 ns of virtual time, so the firmware's
-timer counts instructions (``Timing.instructions_per_window``), not Cortex-M cycles.
+timer counts instructions (``Timing.instructions_per_window``; the board's clock is its
+``timer_hz``), not Cortex-M cycles.
 QEMU is stopped when the link closes.
 """
 
@@ -44,7 +47,7 @@ def _free_port() -> int:
 
 
 class QemuBoard:
-    """One qemu-system-arm process running ``elf`` with UART0 on a loopback TCP port."""
+    """One qemu-system-arm process running ``elf`` with its console on a loopback TCP port."""
 
     def __init__(self, elf: str | Path, board: str = "an386", *, icount: bool = True) -> None:
         self.elf = Path(elf).resolve()

@@ -3,6 +3,7 @@
 ``python -m firmware_export check --bundle B [--prefix NAME]``
 ``python -m firmware_export qemu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]``
 ``python -m firmware_export sizes --bundle B``
+``python -m firmware_export cycles --bundle B [--target m4 ...] [--target-file T.toml] [--validate]``
 
 Export writes the C files (see export.py) and prints the list of files written as
 JSON; check runs every reference window through the C engine and the TFLM
@@ -19,7 +20,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in ("qemu", "sizes"):
+    if args and args[0] in ("qemu", "sizes", "cycles"):
         import importlib
 
         return importlib.import_module(f"firmware_export.{args[0]}").main(args[1:])

@@ -1,6 +1,9 @@
-"""The engine on emulated boards: Cortex-M4 (``mps2-an386``), Cortex-M3 without DSP
-(``mps2-an385``, the portable C path) and Cortex-M7 (``mps2-an500``), as
-:mod:`edge_runtime.boards` names them (``m4``, ``an386`` or ``mps2-an386``).
+"""The engine on emulated boards: every board of :mod:`edge_runtime.boards`, named as
+it names them (``m4``, ``an386`` or ``mps2-an386``): Cortex-M4 (``mps2-an386``),
+Cortex-M3 without DSP (``mps2-an385``, the portable C path), Cortex-M7 (``mps2-an500``),
+Cortex-M0 (``microbit``, ARMv6-M: portable C, 64-bit products in libgcc), Cortex-M33
+(``mps2-an505``, Secure state), Cortex-M55 (``mps3-an547``) and the STM32F405
+(``netduinoplus2``, ``stm32f405``).
 
 ``build_firmware`` has ``firmware/Makefile`` build its ``runner`` program (the
 runner in ``firmware/runner/``, the board's support, the exported engine and model
@@ -10,8 +13,8 @@ and the names and contents of the files it lists as inputs).
 ``run`` writes the windows to ``tg_in.bin`` in a temporary folder, boots the ELF in
 qemu-system-arm with semihosting and ``-icount shift=0`` (one instruction = 1 ns
 of virtual time) and reads ``tg_out.bin``: per window the head output, the final
-GRU states and the SysTick ticks of ``tg_window`` (25 MHz SysTick: one tick = 40
-instructions), plus the painted-stack high-water mark of the whole program. In
+GRU states and the SysTick ticks of ``tg_window`` (SysTick at the board's clock: one
+tick = 1e9 / ``clock_hz`` instructions, 40 on the 25 MHz MPS2 boards), plus the painted-stack high-water mark of the whole program. In
 series mode (``run_elf(..., series=True)``) the program pushes a whole series
 sample by sample with the state carried and returns every step instead.
 
@@ -58,7 +61,7 @@ MAKE = "make"
 TARGETS = {b.core: {"machine": b.name, "cpu": b.cpu} for b in boards.BOARDS}
 DEFAULT_TARGETS = ("m4", "m3")  # the mcu stage's reports (mcu_m4.json, mcu_m3.json)
 MCU_TARGET_ARGS = tuple(a for t in DEFAULT_TARGETS for a in ("--target", t))
-SYSTICK_HZ = 25_000_000
+SYSTICK_HZ = 25_000_000  # the MPS2 boards (AN385/AN386/AN500); others: Board.clock_hz
 INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: 1 instruction = 1 ns
 SERIES_PIECE = 500  # samples per window cut from a forecast bundle's series
 MAGIC_IN, MAGIC_OUT = 0x4E494754, 0x554F4754  # "TGIN", "TGOU": windows
@@ -71,6 +74,17 @@ EXIT_CODES = {2: "semihosting open failed", 3: "semihosting read failed",
 def target_name(name: str) -> str:
     """The report name of a board (``mps2-an386``, ``an386`` or ``m4``): its core, ``m4``."""
     return boards.board(name).core
+
+
+def ticks_to_instructions(ticks: np.ndarray, board: str) -> np.ndarray:
+    """SysTick ticks on ``board`` as instructions (int64): under ``-icount shift=0`` one
+    instruction is 1 ns, one tick 1e9 / ``clock_hz`` ns (exactly 40 at 25 MHz; else
+    rounded to the nearest instruction, a resolution of one tick)."""
+    hz = boards.board(board).clock_hz
+    t = np.asarray(ticks, np.int64)
+    if 1_000_000_000 % hz == 0:
+        return t * (1_000_000_000 // hz)
+    return (t * 1_000_000_000 + hz // 2) // hz
 
 
 def missing_tools() -> str | None:
@@ -88,7 +102,7 @@ class QemuResult:
     y: np.ndarray  # (n, n_outputs) int8 head outputs
     h: np.ndarray  # (n, sum of units) int8 final GRU states, layer after layer
     status: np.ndarray  # (n,) tg_window status
-    instructions: np.ndarray  # (n,) instructions of tg_window, to INSTRUCTIONS_PER_TICK
+    instructions: np.ndarray  # (n,) instructions of tg_window: ticks × 1e9 / clock, rounded
     peak_stack_bytes: int  # painted-stack high-water mark of the whole program
     target: str
     machine: str
@@ -240,7 +254,7 @@ def run_elf(
     r = np.frombuffer(body, rec)
     peak = int(np.frombuffer(data[-4:], "<u4")[0])
     return QemuResult(y=r["y"].copy(), h=r["h"].copy(), status=r["status"].copy(),
-                      instructions=r["ticks"].astype(np.int64) * INSTRUCTIONS_PER_TICK,
+                      instructions=ticks_to_instructions(r["ticks"], machine),
                       peak_stack_bytes=peak, target=target_name(target), machine=machine)  # fmt: skip
 
 
@@ -403,7 +417,7 @@ def mcu_report(
         "instructions_per_window": per_window,
         "instructions_total": int(res.instructions.sum()),
         "instructions_method": "SysTick under -icount shift=0 (1 instruction = 1 ns, "
-        f"{INSTRUCTIONS_PER_TICK} per tick); "
+        f"{boards.board(target).instructions_per_tick:g} per tick); "
         + (
             "median tg_window over windows / steps per window"
             if classify

@@ -31,7 +31,9 @@
 #define TGT_MAGIC_OUT 0x554f4754u        /* "TGOU" */
 #define TGT_MAGIC_SERIES_IN 0x53494754u  /* "TGIS" */
 #define TGT_MAGIC_SERIES_OUT 0x534f4754u /* "TGOS" */
+#ifndef TGT_MAX_COUNTS                   /* a board with little RAM sets a smaller one (board.mk) */
 #define TGT_MAX_COUNTS 16384
+#endif
 #define TGT_MAX_RECORD 1024
 #define TGT_PAINT 0xa5a5a5a5u
 

@@ -4,7 +4,7 @@
 # File names are relative to this folder; firmware/Makefile reads these variables.
 
 # Every program: vector table, .data/.bss set-up, exit (semihosting or WFI).
-BOARD_SRCS := startup.c
+BOARD_SRCS := ../common/startup.c
 # Programs that talk over the console: board/uart.h and board/timer.h.
-BOARD_CONSOLE_SRCS := uart_cmsdk.c timer.c
+BOARD_CONSOLE_SRCS := ../common/uart_cmsdk.c ../common/uart_ring.c ../common/timer_systick.c
 BOARD_LDSCRIPT := mps2.ld

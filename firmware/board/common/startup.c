@@ -1,5 +1,9 @@
-/* Cortex-M startup for the MPS2 boards (AN385 Cortex-M3, AN386 Cortex-M4,
- * AN500 Cortex-M7): vector table, .data copy, .bss clear, then main.
+/* Cortex-M startup of every board (ARMv6-M, ARMv7-M, ARMv8-M): vector table,
+ * .data copy, .bss clear, then main. The board's board.h gives the number of
+ * external interrupts (BOARD_N_IRQS) and the console UART's (BOARD_IRQ_CONSOLE_RX,
+ * BOARD_IRQ_CONSOLE_TX; one number when the UART has a single interrupt, whose
+ * handler is then board_uart0_rx_handler). The linker script puts .vectors where
+ * the core fetches its reset vector (VTOR at reset, the Secure one on ARMv8-M).
  *
  * Built with -DBOARD_SEMIHOST_EXIT, main's return value (and a fault, as 0x7f)
  * ends the emulator through semihosting (semihost.h must be on the include
@@ -64,6 +68,8 @@ void board_default_handler(void)
 
 typedef void (*tg_vector)(void);
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init" /* the console's vectors over the default */
 __attribute__((section(".vectors"), used)) static const tg_vector vectors[16 + BOARD_N_IRQS] = {
     (tg_vector)(uintptr_t)__stack_top,
     tg_reset_handler,
@@ -72,7 +78,11 @@ __attribute__((section(".vectors"), used)) static const tg_vector vectors[16 + B
     fault_handler, /* MemManage */
     fault_handler, /* BusFault */
     fault_handler, /* UsageFault */
+#if defined(__ARM_ARCH_8M_MAIN__) || defined(__ARM_ARCH_8_1M_MAIN__)
+    fault_handler, /* SecureFault */
+#else
     0,
+#endif
     0,
     0,
     0,
@@ -81,7 +91,11 @@ __attribute__((section(".vectors"), used)) static const tg_vector vectors[16 + B
     0,
     board_default_handler, /* PendSV */
     board_systick_handler, /* SysTick */
-    [16 + BOARD_IRQ_UART0_RX] = board_uart0_rx_handler,
-    [16 + BOARD_IRQ_UART0_TX] = board_uart0_tx_handler,
-    [16 + 2 ... 16 + BOARD_N_IRQS - 1] = board_default_handler,
+    /* every external interrupt to the default handler, then the console's over it */
+    [16 ... 16 + BOARD_N_IRQS - 1] = board_default_handler,
+    [16 + BOARD_IRQ_CONSOLE_RX] = board_uart0_rx_handler,
+#if BOARD_IRQ_CONSOLE_TX != BOARD_IRQ_CONSOLE_RX
+    [16 + BOARD_IRQ_CONSOLE_TX] = board_uart0_tx_handler,
+#endif
 };
+#pragma GCC diagnostic pop
