@@ -36,6 +36,7 @@ TERMINATOR = "%"
 CANCEL = "\x18"  # discards a partly received line on the device
 LINE_MAX = 256  # longest command line the firmware accepts
 CHUNK_BYTES = 120  # bytes per `db <hex>` command: 3 + 240 characters
+SYNC_RESEND_S = 1.0  # an unanswered sync nonce is replaced by a new one after this
 DEVICE_NAME = "tinygru"
 
 
@@ -173,19 +174,30 @@ class DeviceLink:
             raise DeviceTimeout(f"{self.url}: sending {_shown(text)} timed out: {e}") from e
 
     def sync(self, timeout: float | None = None) -> None:
-        """Drop any partial line and stale output: a nonce command's error echo marks the end."""
-        nonce = "sync-" + secrets.token_hex(4)
+        """Drop any partial line and stale output: a nonce command's error echo marks the end.
+
+        A nonce without an answer is sent again, a new one each SYNC_RESEND_S seconds, and
+        only the latest one's echo counts (the device answers in order, so earlier echoes
+        come first): bytes a device drops, e.g. before its UART is enabled at boot, cost a
+        resend, not the connection."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        self._write(CANCEL + nonce + TERMINATOR)
         got: list[str] = []
-        seen = False
         while True:
-            line = self._read_line(deadline, nonce, got)
-            got.append(line)
-            if nonce in line:
-                seen = True
-            elif seen and line == READY:
-                return
+            nonce = "sync-" + secrets.token_hex(4)
+            self._write(CANCEL + nonce + TERMINATOR)
+            resend = min(deadline, time.monotonic() + SYNC_RESEND_S)
+            seen = False
+            try:
+                while True:
+                    line = self._read_line(resend, nonce, got)
+                    got.append(line)
+                    if nonce in line:
+                        seen = True
+                    elif seen and line == READY:
+                        return
+            except DeviceTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def command(self, cmd: str, *, timeout: float | None = None) -> list[str]:
         """Send ``cmd`` (without ``%``); return the reply lines before ``m-ready``."""
