@@ -33,6 +33,8 @@ class Board:
     dsp: bool  # the Arm DSP extension (SMLAD): the engine's DSP path runs
     support: str  # its board-support folder under ``firmware/board/``
     clock_hz: int = 25_000_000  # processor clock = SysTick clock of QEMU's model
+    flash_base: int = 0x0000_0000  # where code is linked (its linker script's FLASH origin)
+    ram_base: int = 0x2000_0000  # its RAM origin
 
     @property
     def label(self) -> str:
@@ -52,12 +54,29 @@ BOARDS: tuple[Board, ...] = (
     # ARMv6-M: no DSP, no 64-bit multiply (libgcc's __aeabi_lmul); 16 KB RAM
     Board("microbit", "microbit", "m0", "cortex-m0", False, "microbit", 16_000_000),
     # IoT Kit (SSE-200 class), boots in the Secure state
-    Board("mps2-an505", "an505", "m33", "cortex-m33", True, "an505", 20_000_000),
+    Board(
+        "mps2-an505",
+        "an505",
+        "m33",
+        "cortex-m33",
+        True,
+        "an505",
+        20_000_000,
+        0x1000_0000,
+        0x3800_0000,
+    ),  # fmt: skip
     # SSE-300; Helium (MVE) is there, the engine uses its DSP path
     Board("mps3-an547", "an547", "m55", "cortex-m55", True, "an547", 32_000_000),
     # STM32F405 (Cortex-M4F) as QEMU models it; console on USART1
     Board(
-        "netduinoplus2", "netduinoplus2", "stm32f405", "cortex-m4", True, "stm32f405", 168_000_000
+        "netduinoplus2",
+        "netduinoplus2",
+        "stm32f405",
+        "cortex-m4",
+        True,
+        "stm32f405",
+        168_000_000,
+        0x0800_0000,
     ),  # fmt: skip
 )
 _BY_NAME = {

@@ -36,9 +36,11 @@ TERMINATOR = "%"
 CANCEL = "\x18"  # discards a partly received line on the device
 LINE_MAX = 256  # longest command line the firmware accepts
 CHUNK_BYTES = 120  # bytes per `db <hex>` command: 3 + 240 characters
-SYNC_RESEND_S = 1.0  # an unanswered sync nonce is replaced by a new one after this
 DEVICE_NAME = "tinygru"
 
+
+# Seconds between sync nonces while a booting device may drop what it receives.
+SYNC_RESEND = 2.0
 
 # the device's input formats (info%: m-info-input-[...]) and their numpy types
 INPUT_FORMATS = {"int16le": "<i2", "int8": "i1"}
@@ -176,16 +178,16 @@ class DeviceLink:
     def sync(self, timeout: float | None = None) -> None:
         """Drop any partial line and stale output: a nonce command's error echo marks the end.
 
-        A nonce without an answer is sent again, a new one each SYNC_RESEND_S seconds, and
-        only the latest one's echo counts (the device answers in order, so earlier echoes
-        come first): bytes a device drops, e.g. before its UART is enabled at boot, cost a
-        resend, not the connection."""
+        A nonce sent while the device still boots can lose bytes (its UART is not yet
+        receiving), so a new nonce goes out every ``SYNC_RESEND`` seconds until one is
+        echoed or the deadline passes.
+        """
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         got: list[str] = []
         while True:
             nonce = "sync-" + secrets.token_hex(4)
             self._write(CANCEL + nonce + TERMINATOR)
-            resend = min(deadline, time.monotonic() + SYNC_RESEND_S)
+            resend = min(deadline, time.monotonic() + SYNC_RESEND)
             seen = False
             try:
                 while True:

@@ -586,7 +586,7 @@ PUBLISHED: tuple[Published, ...] = (
 def _program(p: Published, b: boards.Board) -> str:
     """The test program: vector table, set-up, the region ``passes`` times, semihosting exit.
     r1 points at RAM, r2 = 4 (an offset, and a readable address), r3 = r1."""
-    ram = _RAM.get(b.name, 0x20000000)
+    ram = b.ram_base
     return f"""    .syntax unified
     .thumb
     .text
@@ -612,11 +612,6 @@ tg_v_end:
 """
 
 
-# where each board's code and RAM are (the linker scripts under firmware/board/)
-_FLASH = {"mps2-an505": 0x10000000, "netduinoplus2": 0x08000000}
-_RAM = {"mps2-an505": 0x38000000}
-
-
 def run_published(p: Published) -> dict[str, Any]:
     """Trace ``p``'s sequence on its core's board, estimate it and compare (error in %)."""
     b = boards.board(p.core)
@@ -624,7 +619,7 @@ def run_published(p: Published) -> dict[str, Any]:
         src, elf = Path(tmp) / "v.S", Path(tmp) / "v.elf"
         src.write_text(_program(p, b))
         subprocess.run([CC, f"-mcpu={b.cpu}", "-mthumb", "-nostdlib", "-nostartfiles",
-                        f"-Wl,-Ttext={_FLASH.get(b.name, 0):#x}", "-Wl,-e,tg_v_start",
+                        f"-Wl,-Ttext={b.flash_base:#x}", "-Wl,-e,tg_v_start",
                         str(src), "-o", str(elf)], check=True, capture_output=True)  # fmt: skip
         table = disassemble(elf)
         syms = symbols(elf)
