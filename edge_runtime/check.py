@@ -29,7 +29,9 @@ sha256 of the model data it links, computed by the firmware at boot, equal the b
 (``edge_runtime.connect.open_device`` refuses a mismatch, naming both hashes). Its int8
 outputs must then also equal the C engine's, ``engine_outputs.npz``, at tolerance 0:
 the device runs the same engine on the same model data and inputs, so any difference is
-a defect (one more mark, ``max_engine_mismatches`` = 0, not overridable):
+a defect (one more mark, ``max_engine_mismatches`` = 0, not overridable; a bundle
+without ``engine_outputs.npz``, which ``python -m firmware_export check`` writes, gets
+no such mark and the output says the identity was not judged):
 
 | mark | classifier / forecaster | passes when |
 |---|---|---|
@@ -429,9 +431,9 @@ def check_bundle(
         ident = engine_identity(bundle, record["y_int8"])
         figures["engine_identity"] = ident
         n = ident["mismatches"]
-        source = ident.get("error") or contract.ENGINE_OUTPUTS
-        marks.append(Mark(ENGINE_MARK, "outputs differing from the C engine", n, 0,
-                          n == 0, source))  # fmt: skip
+        if bundle.has(contract.ENGINE_OUTPUTS):  # compared, or outputs of the wrong shape
+            marks.append(Mark(ENGINE_MARK, "outputs differing from the C engine", n, 0,
+                              n == 0, contract.ENGINE_OUTPUTS))  # fmt: skip
     entry, entry_error = _entry(bundle, ref, record, device)
     return CheckResult(
         bundle=str(bundle.root),
@@ -501,7 +503,9 @@ def render(result: CheckResult) -> str:
             f"max abs {p['max_abs_err']:.4g}"
         )
     ident = f.get("engine_identity")
-    if ident is not None and ident.get("mismatches") is not None:
+    if ident is not None and ident.get("mismatches") is None:
+        lines.append(f"  bit-identity with {contract.ENGINE_OUTPUTS}: not judged, {ident['error']}")
+    elif ident is not None:
         first = ident.get("first_mismatch")
         lines.append(
             f"  bit-identity with {contract.ENGINE_OUTPUTS} (tolerance 0): "
