@@ -23,7 +23,19 @@ Pass marks come from ``manifest["thresholds"]["device"]`` (written by
 | ``min_margin`` | forecaster | margin >= mark |
 | ``max_false_alarms`` | forecaster | false alarms <= mark |
 
-A device (``--device URL``) answers through a :class:`DeviceLink` instead.
+A device (``--device URL``) answers through a :class:`DeviceLink` instead. It is used
+only once it has shown that it runs the bundle's model: the step model's sha256 and the
+sha256 of the model data it links, computed by the firmware at boot, equal the bundle's
+(``edge_runtime.connect.open_device`` refuses a mismatch, naming both hashes). Its int8
+outputs must then also equal the C engine's, ``engine_outputs.npz``, at tolerance 0:
+the device runs the same engine on the same model data and inputs, so any difference is
+a defect (one more mark, ``max_engine_mismatches`` = 0, not overridable; a bundle
+without ``engine_outputs.npz``, which ``python -m firmware_export check`` writes, gets
+no such mark and the output says the identity was not judged):
+
+| mark | classifier / forecaster | passes when |
+|---|---|---|
+| ``max_engine_mismatches`` | both, ``--device`` only | no window (classifier) or step (forecaster) output differs from ``engine_outputs.npz`` |
 
 The JSON result (``--json``) also holds ``backend``: the outputs of this run as
 an entry of ``reports/parity.json`` (:mod:`edge_runtime.parity_entry`, against
@@ -62,8 +74,10 @@ __all__ = [
     "CheckResult",
     "DeviceLink",
     "DeviceLinkUnavailable",
+    "ENGINE_MARK",
     "Mark",
     "check_bundle",
+    "engine_identity",
     "open_device",
     "render",
     "write_junit",
@@ -71,6 +85,7 @@ __all__ = [
 
 CLASSIFIER_MARKS = ("min_accuracy", "min_argmax_agreement")
 FORECAST_MARKS = ("require_hit", "min_point_auc", "min_margin", "max_false_alarms")
+ENGINE_MARK = "max_engine_mismatches"  # device runs: outputs vs engine_outputs.npz, tolerance 0
 
 
 class DeviceLinkUnavailable(RuntimeError):
@@ -114,6 +129,8 @@ class Mark:
     def message(self) -> str:
         if self.name == "require_hit" and not self.threshold:
             return f"{self.metric} {self.value} (not required)"
+        if self.value is None:
+            return f"{self.metric}: not measured ({self.source})"
         op = {"min": ">=", "max": "<=", "req": "=="}[self.name[:3]]
         v = _fmt(self.value)
         return f"{self.metric} {v} {op if self.passed else 'fails ' + op} {_fmt(self.threshold)}"
@@ -294,6 +311,28 @@ def _device_series(link: DeviceLink, b: Bundle, record: dict[str, Any]) -> Calla
     return run
 
 
+def engine_identity(bundle: Bundle, y_int8: np.ndarray) -> dict[str, Any]:
+    """The device's int8 outputs against ``engine_outputs.npz`` at tolerance 0: rows (a
+    window's last step, or a series step) compared, rows that differ, the first of them."""
+    if not bundle.has(contract.ENGINE_OUTPUTS):
+        return {"compared": 0, "mismatches": None, "tolerance": 0,
+                "error": f"no {contract.ENGINE_OUTPUTS} in the bundle (python -m "
+                         "firmware_export check writes it)"}  # fmt: skip
+    want = np.asarray(bundle.load_npz(contract.ENGINE_OUTPUTS)["y"], np.int8)
+    got = np.asarray(y_int8, np.int8).reshape(len(y_int8), -1)
+    want = want.reshape(len(want), -1)
+    if got.shape != want.shape:
+        return {"compared": 0, "mismatches": None, "tolerance": 0,
+                "error": f"device outputs {got.shape}, {contract.ENGINE_OUTPUTS} y {want.shape}"}  # fmt: skip
+    bad = np.flatnonzero(np.any(got != want, axis=1))
+    first = None
+    if len(bad):
+        i = int(bad[0])
+        first = {"index": i, "device": got[i].tolist(), "engine": want[i].tolist()}
+    return {"compared": int(len(got)), "mismatches": int(len(bad)), "tolerance": 0,
+            "first_mismatch": first}  # fmt: skip
+
+
 def _entry(
     bundle: Bundle, ref: dict[str, np.ndarray], record: dict[str, Any], device: str | None
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -388,6 +427,13 @@ def check_bundle(
         else:
             passed = float(value) <= float(threshold)
         marks.append(Mark(name, metric, value, threshold, passed, source))
+    if device:
+        ident = engine_identity(bundle, record["y_int8"])
+        figures["engine_identity"] = ident
+        n = ident["mismatches"]
+        if bundle.has(contract.ENGINE_OUTPUTS):  # compared, or outputs of the wrong shape
+            marks.append(Mark(ENGINE_MARK, "outputs differing from the C engine", n, 0,
+                              n == 0, contract.ENGINE_OUTPUTS))  # fmt: skip
     entry, entry_error = _entry(bundle, ref, record, device)
     return CheckResult(
         bundle=str(bundle.root),
@@ -456,6 +502,17 @@ def render(result: CheckResult) -> str:
             f"{f['window_auc']:.4f}, false alarms {f.get('false_alarms')}, forecast vs float "
             f"max abs {p['max_abs_err']:.4g}"
         )
+    ident = f.get("engine_identity")
+    if ident is not None and ident.get("mismatches") is None:
+        lines.append(f"  bit-identity with {contract.ENGINE_OUTPUTS}: not judged, {ident['error']}")
+    elif ident is not None:
+        first = ident.get("first_mismatch")
+        lines.append(
+            f"  bit-identity with {contract.ENGINE_OUTPUTS} (tolerance 0): "
+            f"{ident['compared'] - ident['mismatches']} of {ident['compared']} outputs equal"
+            + (f"; first difference at {first['index']}: device {first['device']}, engine "
+               f"{first['engine']}" if first else "")
+        )  # fmt: skip
     if not result.marks:
         lines.append(
             "  no pass marks: the manifest has no thresholds.device (run `python -m quantize "

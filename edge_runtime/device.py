@@ -7,9 +7,14 @@ is specific to an emulator; ``edge_runtime.connect.open_device`` chooses by the
 ``--device`` value.
 
     with DeviceLink("socket://127.0.0.1:4321") as dev:
-        dev.info()                       # model, sha256, dims, quantization, engine
+        dev.info()                       # model, sha256s, dims, quantization, engine
         y = dev.infer_window(counts)     # int16 (T, C) -> int8 (n_outputs,)
         dev.timing(counts, runs=5)       # timer ticks per window
+
+A firmware built with ``DUT_INPUT=int8`` takes the int8 model input instead of raw
+counts (``info()["input_format"] == "int8"``); ``quantize`` (counts -> int8, e.g. the
+bundle's ``edge_runtime.preprocess.quantize_counts``) lets ``infer_window`` and
+``stream`` take counts all the same (``edge_runtime.connect.open_device`` sets it).
 
 Every command waits for the device's ``m-ready``; a missing reply raises
 :class:`DeviceTimeout`, an ``e-[...]`` reply :class:`DeviceError`, each naming the
@@ -36,6 +41,13 @@ DEVICE_NAME = "tinygru"
 
 # Seconds between sync nonces while a booting device may drop what it receives.
 SYNC_RESEND = 2.0
+
+# the device's input formats (info%: m-info-input-[...]) and their numpy types
+INPUT_FORMATS = {"int16le": "<i2", "int8": "i1"}
+
+
+def _int_or_none(v: str | None) -> int | None:
+    return None if v is None else int(v)
 
 
 class DeviceError(RuntimeError):
@@ -91,12 +103,14 @@ class DeviceLink:
         timeout: float = 10.0,
         connect_timeout: float = 10.0,
         instructions_per_second: float | None = None,
+        quantize: Any = None,
     ) -> None:
         import serial
 
         self.url = url
         self.timeout = float(timeout)
         self.instructions_per_second = instructions_per_second
+        self.quantize = quantize  # counts (n, C) -> int8 (n, C), for an int8-input firmware
         self._buf = b""
         self._info: dict[str, Any] | None = None
         self._close_hooks: list[Any] = []
@@ -227,7 +241,10 @@ class DeviceLink:
                 "model": self._expect("profile", lines, r"m-model-\[(.*)\]").group(1)}  # fmt: skip
 
     def info(self) -> dict[str, Any]:
-        """Model name and sha256, dims, quantization, engine version, target, timer rate."""
+        """Model name, the step model's sha256 (given at build) and the model data's (computed
+        at boot: ``data_sha256``, ``data_bytes``, ``data_boot_ticks``; None from a firmware
+        that does not report it), dims, quantization, engine version, target, timer rate,
+        input format, and the MLPerf options (``model_id``, ``timestamp_mode``, ``baud``)."""
         if self._info is not None:
             return dict(self._info)
         lines = self.command("info")
@@ -244,6 +261,10 @@ class DeviceLink:
         dims = dict(kv.split("=", 1) for kv in raw["dims"].split(","))
         quant = dict(kv.split("=", 1) for kv in raw["quant"].split(","))
         inp = raw["input"].split(",")
+        data = dict(kv.split("=", 1) for kv in raw["data"].split(",")) if "data" in raw else {}
+        mlperf = (
+            dict(kv.split("=", 1) for kv in raw["mlperf"].split(",")) if "mlperf" in raw else {}
+        )
         info = {
             "model": raw["model"], "sha256": raw["sha256"], "engine": raw["engine"],
             "target": raw["target"],
@@ -254,22 +275,53 @@ class DeviceLink:
             "quant": {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in quant.items()},
             "input_format": inp[0], "input_bytes": int(inp[1].split("=", 1)[1]),
             "timer_hz": int(raw["timer"].split("=", 1)[1]),
+            "data_sha256": data.get("sha256"), "data_bytes": _int_or_none(data.get("bytes")),
+            "data_boot_ticks": _int_or_none(data.get("boot_ticks")),
+            "model_id": mlperf.get("model"), "timestamp_mode": mlperf.get("timestamp"),
+            "baud": _int_or_none(mlperf.get("baud")),
         }  # fmt: skip
+        if info["input_format"] not in INPUT_FORMATS:
+            raise DeviceError(
+                f"{self.url}: command 'info': input format {info['input_format']!r}, expected "
+                f"one of {sorted(INPUT_FORMATS)}"
+            )
         self._info = info
         return dict(info)
 
     def load(self, counts: np.ndarray) -> None:
-        """Fill the device's input buffer with int16 counts ``(n, C)`` (little endian)."""
+        """Fill the device's input buffer with int16 counts ``(n, C)`` (little endian), or,
+        for an int8-input firmware, with ``quantize(counts)``."""
         info = self.info()
         c = np.asarray(counts)
         if c.ndim != 2 or c.shape[1] != info["channels"] or c.shape[0] < 1:
             raise ValueError(f"counts must be (samples, {info['channels']}), got shape {c.shape}")
         if c.dtype != np.int16 and (c.min() < -32768 or c.max() > 32767):
             raise ValueError("counts out of int16 range")
-        data = c.astype("<i2").tobytes()
+        if info["input_format"] == "int8":
+            if self.quantize is None:
+                raise DeviceError(
+                    f"{self.url}: the firmware takes the int8 model input (DUT_INPUT=int8); "
+                    "give the link a quantize function (connect.open_device does, from the bundle)"
+                )
+            self.load_values(np.asarray(self.quantize(c), np.int8))
+        else:
+            self.load_values(c.astype("<i2"))
+
+    def load_values(self, values: np.ndarray) -> None:
+        """Fill the input buffer with ``(n, C)`` values in the firmware's input format as they
+        are: int16 counts (``int16le``) or int8 model inputs (``int8``)."""
+        info = self.info()
+        v = np.asarray(values)
+        want = INPUT_FORMATS[info["input_format"]]
+        if v.dtype != np.dtype(want) or v.ndim != 2 or v.shape[1] != info["channels"]:
+            raise ValueError(
+                f"values must be {np.dtype(want).name} (samples, {info['channels']}) for a "
+                f"{info['input_format']} firmware, got {v.dtype} {v.shape}"
+            )
+        data = v.tobytes()
         if len(data) > info["input_bytes"]:
             raise ValueError(
-                f"{c.shape[0]} samples need {len(data)} bytes; the device holds {info['input_bytes']}"
+                f"{v.shape[0]} samples need {len(data)} bytes; the device holds {info['input_bytes']}"
             )
         cmd = f"db load {len(data)}"
         self._expect(cmd, self.command(cmd), rf"m-\[Expecting {len(data)} bytes\]")
@@ -285,9 +337,10 @@ class DeviceLink:
         lines = self.command(cmd, timeout=self.timeout + 0.01 * (runs + warmup))
         self._expect(cmd, lines, r"m-infer-done")
         laps = [int(m.group(1)) for x in lines if (m := re.fullmatch(r"m-lap-us-(\d+)", x))]
-        if len(laps) != 2:
+        want = 0 if self.info()["timestamp_mode"] == "energy" else 2  # energy: pin pulses
+        if len(laps) != want:
             raise DeviceError(
-                f"{self.url}: command {cmd!r}: expected two m-lap-us lines, received {_shown(chr(10).join(lines))}"
+                f"{self.url}: command {cmd!r}: expected {want} m-lap-us lines, received {_shown(chr(10).join(lines))}"
             )
         res = self._expect(cmd, lines, r"m-results-\[(.*)\]").group(1)
         return [float(v) for v in res.split(",")] if res else []

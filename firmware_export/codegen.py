@@ -7,6 +7,7 @@ byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -61,6 +62,7 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
 
 
 _CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "int64_t": 8}
+_CTYPE_LE = {"int8_t": "i1", "uint8_t": "u1", "int32_t": "<i4", "int64_t": "<i8"}
 
 
 def _i64_array(name: str, values: Sequence[int]) -> str:
@@ -74,11 +76,13 @@ class _ModelC:
         self.sparse = sparse
         self.arrays: list[str] = []
         self.data_bytes = 0  # bytes of every const array of the model data
+        self.data_sha256 = hashlib.sha256()  # of those bytes, little endian, in file order
         self.storage: dict[str, dict[str, Any]] = {}  # per FC layer: weight storage decision
 
     def array(self, ctype: str, name: str, values: np.ndarray) -> None:
         flat = np.asarray(values).reshape(-1)
         self.data_bytes += flat.size * _CTYPE_BYTES[ctype]
+        self.data_sha256.update(flat.astype(_CTYPE_LE[ctype]).tobytes())
         self.arrays.append(_array(ctype, name, flat))
 
     def fc(self, name: str, f: Fc) -> str:
@@ -183,10 +187,13 @@ def model_data(
 ) -> tuple[str, dict[str, Any]]:
     """model_c's text and its data report: ``flash_bytes`` (every const array: weights or
     block-sparse groups, biases, multipliers, shifts, tables, input quantization; the
-    tg_model_params struct itself is not counted) and the per-layer weight ``storage``."""
+    tg_model_params struct itself is not counted), ``sha256`` of those bytes (little
+    endian, in the file's order, which is the order the DUT walks tg_model_params in,
+    firmware/dut/model_hash.h) and the per-layer weight ``storage``."""
     g = _ModelC(prefix, sparse)
     text = _model_c(g, prefix, m, iq, head)
-    return text, {"flash_bytes": g.data_bytes, "storage": g.storage}
+    return text, {"flash_bytes": g.data_bytes, "sha256": g.data_sha256.hexdigest(),
+                  "storage": g.storage}  # fmt: skip
 
 
 def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str = "auto") -> str:
@@ -205,6 +212,7 @@ def _model_c(g: _ModelC, prefix: str, m: Lowered, iq: dict[str, Any], head: str)
     g.array("int32_t", f"{prefix}_input_multiplier", np.asarray(iq["multiplier"]))
     g.arrays.append(_i64_array(f"{prefix}_input_bias", iq["bias"]))
     g.data_bytes += 8 * len(iq["bias"])
+    g.data_sha256.update(np.asarray([int(v) for v in iq["bias"]], "<i8").tobytes())
     gru = ",\n    ".join(f"[{i}] = {s}" for i, s in enumerate(layers))
     return f"""{head}#include "{prefix}_model.h"
 

@@ -8,7 +8,8 @@
       <prefix>_tflm.h            MicroMutableOpResolver<N> with exactly the model's ops, arena
       engine/                    the hand-written engine sources
       files.json                 every file above with its sha256 and size, and model_data:
-                                 flash/RAM bytes and each FC layer's weight storage decision
+                                 flash/RAM bytes, the sha256 of the model data (what the DUT
+                                 hashes at boot) and each FC layer's weight storage decision
 
 Only files whose bytes changed are rewritten. Nothing carries a time. The export is
 atomic, as a stage's bundle writes are: when anything changed, the folder is copied to
@@ -153,6 +154,7 @@ def render(
         "sparse_mode": sparse,
         "sparse_rule": "block_sparse when its bytes < dense bytes (auto); never; always",
         "flash_bytes": data["flash_bytes"],
+        "sha256": data["sha256"],
         "ram_bytes": ram["total"],
         "state_bytes": ram["state"],
         "scratch_bytes": ram["scratch"],

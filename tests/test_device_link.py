@@ -1,19 +1,25 @@
 """The on-target check over serial: the DUT firmware on emulated MPS2 boards, driven by
 edge_runtime.device.DeviceLink through a TCP socket (and once through a pty), gives the
 host engine's int8 outputs bit for bit; faults on the wire are answered and survived.
+A device proves its model: the sha256 of the model data it links, computed at boot,
+equals the export's, and model C edited after the export is refused; its outputs are
+judged against engine_outputs.npz at tolerance 0; infer takes whole windows only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_firmware import arm_tools_missing, dut_bundle
+from test_firmware import FIRMWARE, arm_tools_missing, dut_bundle
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.connect import open_device
@@ -34,6 +40,10 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def bm(tmp_path_factory) -> Path:
     return dut_bundle(tmp_path_factory)
+
+
+def files_json(bundle: Path) -> dict:
+    return json.loads((bundle / "firmware" / "files.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +82,12 @@ def test_identity_and_model_description(m4: DeviceLink, bm: Path) -> None:
     assert info["target"] == "cortex-m4/mps2-an386" and info["timer_hz"] == 25_000_000
     iq = bundle.manifest["preprocess"]["input_quant"]
     assert info["quant"]["input_zero_point"] == iq["zero_point"]
+    # the model data the firmware links, hashed by the firmware at boot, is the export's
+    data = files_json(bm)["model_data"]
+    assert info["data_sha256"] == data["sha256"] and info["data_bytes"] == data["flash_bytes"]
+    assert info["data_boot_ticks"] > 0
+    assert (info["model_id"], info["timestamp_mode"], info["baud"]) == (
+        "basic_motions", "performance", 115200)  # fmt: skip
 
 
 def test_windows_bit_identical_to_host_engine(m4: DeviceLink, reference) -> None:
@@ -131,6 +147,9 @@ def test_faults_on_the_wire_are_answered(m4: DeviceLink, reference) -> None:
     with pytest.raises(DeviceError, match="input incomplete"):
         m4.command("db load 24")
         m4.command("infer 1 0")
+    with pytest.raises(DeviceError, match=r"'infer 1 0'.*12 bytes loaded, a window is 600 bytes"):
+        m4.load(reference["windows"][0][:1])  # one sample: loaded, but not a window
+        m4.infer(1, 0)
     with pytest.raises(ValueError, match="device holds 600"):
         m4.load(np.zeros((51, 6), np.int16))
     # a command without its terminator, then raw garbage: the next command still works
@@ -215,3 +234,108 @@ def test_a_device_with_another_model_is_refused(bm: Path, monkeypatch) -> None:
     monkeypatch.setattr(Bundle, "read_bytes", lambda self, name: b"another model")
     with pytest.raises(DeviceError, match="the device runs model .* the bundle"):
         open_device("qemu:an386", str(bm))
+
+
+def test_infer_answers_whole_windows_only(m4: DeviceLink, reference) -> None:
+    """An incomplete window gets no answer from infer (issue: `db load 12`, `infer 1 0`
+    returned probabilities computed from one sample); stream still takes 1..T samples."""
+    w = reference["windows"][3]
+    m4.command("db load 12")
+    m4.command("db " + w[:1].astype("<i2").tobytes().hex())
+    with pytest.raises(DeviceError) as e:
+        m4.command("infer 1 0")
+    assert "e-[infer: 12 bytes loaded, a window is 600 bytes (50 samples of 12 bytes)]" in str(
+        e.value
+    )
+    with pytest.raises(DeviceError, match="12 bytes loaded, a window is 600 bytes"):
+        m4.command("infer 5 2")  # no warm-up or timed run started either
+    m4.stream_reset()
+    assert len(m4.stream_push(w[:1])) == 1  # a step at t = 0
+    np.testing.assert_array_equal(m4.infer_window(w), reference["y"][3])
+
+
+def _edit_model_c(src: Path, dst: Path, edit) -> Path:
+    """A copy of the bundle (without its builds) whose <prefix>_model.c went through edit."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("build"))
+    model_c = dst / "firmware" / "basic_motions_model.c"
+    text = model_c.read_text()
+    new = edit(text)
+    assert new != text
+    model_c.write_text(new)
+    proc = subprocess.run(["make", "-s", "-C", str(FIRMWARE), f"BUNDLE={dst}",
+                           "TARGETS=mps2-an386", "OPTS=O2"], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dst
+
+
+def _flip_one_weight(text: str) -> str:
+    """The sign of the first nonzero weight of the first weight array."""
+    m = re.search(r"_weights\[\d+\] = \{\s*", text)
+    assert m, "no dense weight array in the model C"
+    v = re.compile(r"-?\d+").search(text, m.end())
+    while int(v.group(0)) == 0:
+        v = re.compile(r"-?\d+").search(text, v.end())
+    return text[: v.start()] + str(-int(v.group(0))) + text[v.end() :]
+
+
+def test_model_data_edited_after_the_export_is_refused(bm: Path, tmp_path: Path) -> None:
+    """Issue: one weight's sign flipped in the exported model C, firmware rebuilt: the
+    step model's sha256 (given at build) still matched and the check passed."""
+    bad = _edit_model_c(bm, tmp_path / "bundle", _flip_one_weight)
+    want = files_json(bad)["model_data"]["sha256"]
+    with QemuBoard(elf_path(bad, "an386")) as q, DeviceLink(q.url) as dev:
+        info = dev.info()
+    assert info["sha256"] == hashlib.sha256((bm / "step_int8.tflite").read_bytes()).hexdigest()
+    assert info["data_sha256"] != want  # the firmware hashes what it links
+    with pytest.raises(DeviceError) as e:
+        open_device("qemu:an386", str(bad))
+    msg = str(e.value)
+    assert info["data_sha256"] in msg and want in msg and "files.json" in msg
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "check", "--bundle", str(bad), "--device",
+         "qemu:an386"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "PASSED" not in proc.stdout
+    assert want in proc.stderr and info["data_sha256"] in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def with_engine_outputs(bm: Path) -> Path:
+    """The bundle with engine_outputs.npz (python -m firmware_export check writes it)."""
+    if not Bundle.open(bm).has("engine_outputs.npz"):
+        from firmware_export.check import check
+
+        check(bm)
+    return bm
+
+
+def test_device_check_is_bit_identical_to_the_engine(with_engine_outputs: Path) -> None:
+    from edge_runtime import check
+
+    result = check.check_bundle(Bundle.open(with_engine_outputs), device="qemu:an386")
+    ident = result.metrics["engine_identity"]
+    assert ident == {"compared": 120, "mismatches": 0, "tolerance": 0, "first_mismatch": None}
+    mark = next(m for m in result.marks if m.name == check.ENGINE_MARK)
+    assert mark.passed and mark.source == "engine_outputs.npz"
+    assert "bit-identity with engine_outputs.npz (tolerance 0): 120 of 120" in check.render(result)
+
+
+def test_outputs_off_the_engine_fail_the_check(with_engine_outputs: Path, tmp_path: Path) -> None:
+    """A scalar of the model structure (not model data: not hashed) changed: the hash
+    check passes, the outputs differ from engine_outputs.npz and the check fails."""
+    from edge_runtime import check
+
+    def shift_gx_offset(text: str) -> str:
+        i = text.index(".gx = ")
+        m = re.compile(r"\.output_offset = (-?\d+)").search(text, i)
+        return text[: m.start(1)] + str(int(m.group(1)) + 9) + text[m.end(1) :]
+
+    bad = _edit_model_c(with_engine_outputs, tmp_path / "bundle", shift_gx_offset)
+    result = check.check_bundle(Bundle.open(bad), device="qemu:an386")
+    ident = result.metrics["engine_identity"]
+    assert ident["compared"] == 120 and ident["mismatches"] > 0, ident
+    mark = next(m for m in result.marks if m.name == check.ENGINE_MARK)
+    assert not mark.passed and not result.passed
+    first = ident["first_mismatch"]
+    assert first["device"] != first["engine"]

@@ -1,13 +1,16 @@
 """The reference firmware: builds for every board of edge_runtime/boards.py at -Os and -O2
 with a size report, from the board support its table row names and the files the export
 lists; the device-protocol parser, compiled for the host, replays recorded transcripts
-byte for byte and survives a bounded libFuzzer run.
+byte for byte and survives a bounded libFuzzer run; the DUT's SHA-256 gives FIPS 180-4's
+digests and its model data hash equals the one the export records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -20,6 +23,7 @@ from edge_runtime import boards
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 FUZZ = ROOT / "tests" / "fuzz"
+HOST = ROOT / "tests" / "host"
 BOARDS = tuple(boards.names())
 OPTS = ("Os", "O2")
 FUZZ_RUNS = 20000
@@ -169,18 +173,22 @@ def _unescape(s: str) -> bytes:
                   s.encode("ascii"))  # fmt: skip
 
 
-def read_transcript(path: Path) -> tuple[bool, bytes, bytes]:
-    boot, sent, want = False, b"", b""
+def read_transcript(path: Path) -> tuple[dict[str, int], bytes, bytes]:
+    """A transcript's header (``boot``, ``energy``: 0/1, ``pulses``: N or -1), bytes sent,
+    reply bytes expected."""
+    head, sent, want = {"boot": 0, "energy": 0, "pulses": -1}, b"", b""
     for line in path.read_text().splitlines():
-        if line == "# boot":
-            boot = True
+        if line in ("# boot", "# energy"):
+            head[line[2:]] = 1
+        elif line.startswith("# pulses "):
+            head["pulses"] = int(line.split()[2])
         elif line.startswith("> "):
             sent += _unescape(line[2:])
         elif line.startswith("< "):
             want += line[2:].encode("ascii") + b"\r\n"
         elif line.strip():
             raise ValueError(f"{path.name}: bad transcript line {line!r}")
-    return boot, sent, want
+    return head, sent, want
 
 
 TRANSCRIPTS = sorted((FUZZ / "transcripts").glob("*.txt"))
@@ -188,8 +196,8 @@ TRANSCRIPTS = sorted((FUZZ / "transcripts").glob("*.txt"))
 
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])
 def test_parser_replays_transcript_exactly(host_parser: Path, path: Path) -> None:
-    boot, sent, want = read_transcript(path)
-    args = [str(host_parser)] + (["boot"] if boot else [])
+    head, sent, want = read_transcript(path)
+    args = [str(host_parser)] + [k for k in ("boot", "energy") if head[k]]
     proc = subprocess.run(args, input=sent, capture_output=True, timeout=30)
     assert proc.returncode == 0
     got = proc.stdout
@@ -199,7 +207,9 @@ def test_parser_replays_transcript_exactly(host_parser: Path, path: Path) -> Non
             (i for i, (a, b) in enumerate(zip(g, w, strict=False)) if a != b), min(len(g), len(w))
         )
         pytest.fail(f"{path.name}: line {i + 1}: got {g[i : i + 2]!r}, want {w[i : i + 2]!r}")
-    assert sent.count(b"%") == want.count(b"m-ready\r\n") - (1 if boot else 0)
+    assert sent.count(b"%") == want.count(b"m-ready\r\n") - head["boot"]
+    if head["energy"]:
+        assert proc.stderr.decode().strip() == f"pulses={head['pulses']}"
 
 
 def test_transcripts_cover_every_command() -> None:
@@ -207,6 +217,88 @@ def test_transcripts_cover_every_command() -> None:
     for cmd in (b"name%", b"profile%", b"info%", b"timestamp%", b"db load", b"infer",
                 b"results%", b"results-raw%", b"ticks%", b"stream%", b"stream reset%"):  # fmt: skip
         assert cmd in sent, cmd
+
+
+# ---- the DUT's hashing on the host ----------------------------------------------
+
+
+def _host_cc() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no host C compiler")
+    return cc
+
+
+def build_hash_tool(out: Path, export: Path | None = None, prefix: str = "") -> Path:
+    """tests/host/hash_main.c with the DUT's sha256.c and model_hash.c (and an export's
+    model data, when given), strict warnings and sanitizers."""
+    exe = out / ("hash_" + (prefix or "plain"))
+    cmd = [_host_cc(), "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+           "-fno-sanitize-recover=all", f"-I{FIRMWARE / 'dut'}", str(FIRMWARE / "dut" / "sha256.c"),
+           str(HOST / "hash_main.c"), "-o", str(exe)]  # fmt: skip
+    if export is not None:
+        cmd += [f"-I{export}", f"-I{export / 'engine'}", f"-DHASH_MODEL={prefix}_model",
+                f'-DHASH_MODEL_H="{prefix}_model.h"', str(FIRMWARE / "dut" / "model_hash.c"),
+                str(export / f"{prefix}_model.c")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+# FIPS 180-4 / NIST CSVS examples: SHA-256 of "abc", the empty message, the 448-bit and
+# 896-bit two-block messages and one million "a" (the digests are the published ones).
+FIPS_VECTORS = [
+    (b"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    (b"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+    (b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+    (b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqr"
+     b"lmnopqrsmnopqrstnopqrstu",
+     "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"),
+    (b"a" * 1_000_000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hash_tool(tmp_path_factory) -> Path:
+    return build_hash_tool(tmp_path_factory.mktemp("hash"))
+
+
+@pytest.mark.parametrize("message, digest", FIPS_VECTORS, ids=["abc", "empty", "448", "896", "1M"])
+def test_sha256_gives_the_fips_180_4_digests(hash_tool: Path, message: bytes, digest: str) -> None:
+    proc = subprocess.run(
+        [str(hash_tool), "sha256"], input=message, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().strip() == digest  # exact: a digest has no tolerance
+
+
+def test_sha256_equals_hashlib_at_every_padding_length(hash_tool: Path) -> None:
+    """Lengths 0..200 cross the one-block / two-block padding boundary (55/56 bytes mod 64)."""
+    rng = random.Random(1)
+    for n in range(201):
+        msg = bytes(rng.randrange(256) for _ in range(n))
+        proc = subprocess.run([str(hash_tool), "sha256"], input=msg, capture_output=True)
+        assert proc.stdout.decode().strip() == hashlib.sha256(msg).hexdigest(), f"length {n}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparse", ["auto", "always"])
+def test_model_data_hash_equals_the_exports(tmp_path_factory, tmp_path: Path, sparse: str) -> None:
+    """The DUT's walk of tg_model_params (model_hash.c) hashes the bytes codegen wrote, in
+    its order: files.json's model_data.sha256 and flash_bytes, dense and block-sparse."""
+    from firmware_export.export import export
+
+    bundle = dut_bundle(tmp_path_factory)
+    out = tmp_path / "export"
+    result = export(bundle, out, sparse=sparse)
+    data = json.loads((out / "files.json").read_text())["model_data"]
+    if sparse == "always":
+        assert {w["stored"] for w in data["weights"].values()} == {"block_sparse"}
+    exe = build_hash_tool(tmp_path, out, result["prefix"])
+    proc = subprocess.run([str(exe), "model"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [data["sha256"], str(data["flash_bytes"])]
 
 
 # ---- fuzzing --------------------------------------------------------------------

@@ -99,6 +99,21 @@ static void lap(const tgp_state *p, uint64_t ticks)
     end_line(p);
 }
 
+static int energy_mode(const tgp_state *p)
+{
+    return p->port->timestamp_pin != 0;
+}
+
+/* MLPerf's th_timestamp: an m-lap-us line, or in energy mode a pulse on the pin. */
+static void timestamp(const tgp_state *p)
+{
+    if (energy_mode(p)) {
+        p->port->timestamp_pin(p->port->ctx);
+    } else {
+        lap(p, p->port->ticks(p->port->ctx));
+    }
+}
+
 /* ---- parsing helpers --------------------------------------------------- */
 
 static int str_eq(const char *a, const char *b)
@@ -171,20 +186,9 @@ static uint32_t tokenize(char *s, char **tok, uint32_t max)
 
 /* ---- the buffer -------------------------------------------------------- */
 
-static void buf_set_byte(tgp_state *p, uint32_t i, uint8_t b)
-{
-    uint16_t v = (uint16_t)p->buf[i >> 1];
-    if ((i & 1u) == 0u) {
-        v = (uint16_t)((v & 0xff00u) | b);
-    } else {
-        v = (uint16_t)((v & 0x00ffu) | ((uint16_t)b << 8));
-    }
-    p->buf[i >> 1] = (int16_t)v;
-}
-
 static uint32_t sample_bytes(const tgp_state *p)
 {
-    return 2u * (uint32_t)p->info->channels;
+    return (uint32_t)p->info->value_bytes * (uint32_t)p->info->channels;
 }
 
 static int loaded_samples(const tgp_state *p, const char *cmd, int32_t *n)
@@ -200,6 +204,27 @@ static int loaded_samples(const tgp_state *p, const char *cmd, int32_t *n)
         return -1;
     }
     *n = (int32_t)(p->load_size / sample_bytes(p));
+    return 0;
+}
+
+/* infer runs whole windows only: a shorter buffer would answer from a partial window. */
+static int loaded_window(const tgp_state *p, int32_t *n)
+{
+    if (loaded_samples(p, "infer", n) != 0) {
+        return -1;
+    }
+    if (p->load_size != p->buf_cap) {
+        put_str(p, "e-[infer: ");
+        put_u64(p, p->load_size);
+        put_str(p, " bytes loaded, a window is ");
+        put_u64(p, p->buf_cap);
+        put_str(p, " bytes (");
+        put_u64(p, (uint32_t)p->info->window);
+        put_str(p, " samples of ");
+        put_u64(p, sample_bytes(p));
+        put_str(p, " bytes)]\r\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -266,7 +291,7 @@ static void cmd_db(tgp_state *p, char **tok, uint32_t ntok)
     for (uint32_t i = 0u; i < bytes; ++i) {
         const int hi = hex_value(hex[2u * i]);
         const int lo = hex_value(hex[2u * i + 1u]);
-        buf_set_byte(p, p->load_pos + i, (uint8_t)(hi * 16 + lo));
+        p->buf[p->load_pos + i] = (uint8_t)(hi * 16 + lo);
     }
     p->load_pos += bytes;
     if (p->load_pos == p->load_size) {
@@ -353,7 +378,7 @@ static void cmd_infer(tgp_state *p, char **tok, uint32_t ntok)
     if (ntok == 3u && parse_count(p, tok[2], "W", 0u, &w) != 0) {
         return;
     }
-    if (loaded_samples(p, "infer", &samples) != 0) {
+    if (loaded_window(p, &samples) != 0) {
         return;
     }
     const tgp_port *port = p->port;
@@ -368,13 +393,20 @@ static void cmd_infer(tgp_state *p, char **tok, uint32_t ntok)
     put_str(p, "m-infer-start-");
     put_u64(p, n);
     end_line(p);
+    if (energy_mode(p)) {
+        port->timestamp_pin(port->ctx);
+    }
     const uint64_t t0 = port->ticks(port->ctx);
     for (uint32_t i = 0u; i < n && status >= 0; ++i) {
         status = port->window(port->ctx, p->buf, samples, p->results);
     }
     const uint64_t t1 = port->ticks(port->ctx);
-    lap(p, t0);
-    lap(p, t1);
+    if (energy_mode(p)) {
+        port->timestamp_pin(port->ctx);
+    } else {
+        lap(p, t0);
+        lap(p, t1);
+    }
     line(p, "m-infer-done");
     if (status < 0) {
         p->have_results = 0u;
@@ -408,7 +440,7 @@ static void cmd_stream(tgp_state *p, char **tok, uint32_t ntok)
     uint64_t ticks = 0u;
     uint32_t steps = 0u;
     for (int32_t t = 0; t < samples; ++t) {
-        const int16_t *x = p->buf + (uint32_t)t * (uint32_t)p->info->channels;
+        const uint8_t *x = p->buf + (uint32_t)t * sample_bytes(p);
         const uint64_t t0 = port->ticks(port->ctx);
         const int32_t ran = port->stream_push(port->ctx, x, 1, out);
         ticks += port->ticks(port->ctx) - t0;
@@ -468,6 +500,13 @@ static void cmd_info(const tgp_state *p)
     const tgp_model_info *m = p->info;
     info_line(p, "model", m->model_name);
     info_line(p, "sha256", m->model_sha256);
+    put_str(p, "m-info-data-[sha256=");
+    put_str(p, m->data_sha256);
+    put_str(p, ",bytes=");
+    put_u64(p, m->data_bytes);
+    put_str(p, ",boot_ticks=");
+    put_u64(p, m->data_ticks);
+    put_str(p, "]\r\n");
     info_line(p, "engine", m->engine_version);
     info_line(p, "target", m->target);
     put_str(p, "m-info-dims-[");
@@ -486,11 +525,20 @@ static void cmd_info(const tgp_state *p)
     }
     put_str(p, "]\r\n");
     info_line(p, "quant", m->quant);
-    put_str(p, "m-info-input-[int16le,bytes=");
+    put_str(p, "m-info-input-[");
+    put_str(p, m->input_format);
+    put_str(p, ",bytes=");
     put_u64(p, p->buf_cap);
     put_str(p, "]\r\n");
     put_str(p, "m-info-timer-[hz=");
     put_u64(p, p->port->ticks_hz);
+    put_str(p, "]\r\n");
+    put_str(p, "m-info-mlperf-[model=");
+    put_str(p, m->model_id);
+    put_str(p, ",timestamp=");
+    put_str(p, energy_mode(p) ? "energy" : "performance");
+    put_str(p, ",baud=");
+    put_u64(p, m->baud);
     put_str(p, "]\r\n");
 }
 
@@ -509,9 +557,9 @@ static void cmd_help(const tgp_state *p)
 {
     static const char *const lines[] = {
         "m-help-[name%|profile%|info%|timestamp%|help%]",
-        "m-help-[db load N%: expect N bytes = samples*channels int16 little endian]",
+        "m-help-[db load N%: expect N bytes = samples*channels values (info%: input)]",
         "m-help-[db HEX%: append bytes]",
-        "m-help-[infer [N [W]]%: W warm-ups, N timed windows from a zero state]",
+        "m-help-[infer [N [W]]%: W warm-ups, N timed whole windows from a zero state]",
         "m-help-[results%|results-raw%|ticks%]",
         "m-help-[stream%: push the loaded samples, state carried, one m-step per step]",
         "m-help-[stream reset%: zero the streaming state]",
@@ -547,12 +595,12 @@ static void execute(tgp_state *p)
         put_str(p, p->info->device_name);
         put_str(p, "]\r\n");
     } else if (str_eq(c, "timestamp") && ntok == 1u) {
-        lap(p, p->port->ticks(p->port->ctx));
+        timestamp(p);
     } else if (str_eq(c, "profile") && ntok == 1u) {
         put_str(p, "m-profile-[");
         put_str(p, p->info->profile);
         put_str(p, "]\r\nm-model-[");
-        put_str(p, p->info->model_name);
+        put_str(p, p->info->model_id);
         put_str(p, "]\r\n");
     } else if (str_eq(c, "help") && ntok == 1u) {
         cmd_help(p);
@@ -588,7 +636,7 @@ static void line_clear(tgp_state *p)
     p->line_bad_byte = 0u;
 }
 
-void tgp_init(tgp_state *p, const tgp_port *port, const tgp_model_info *info, int16_t *buf,
+void tgp_init(tgp_state *p, const tgp_port *port, const tgp_model_info *info, uint8_t *buf,
               uint32_t buf_cap)
 {
     p->port = port;
@@ -609,7 +657,9 @@ void tgp_init(tgp_state *p, const tgp_port *port, const tgp_model_info *info, in
 
 void tgp_boot(tgp_state *p)
 {
-    line(p, "m-timestamp-mode-performance");
+    line(p, energy_mode(p) ? "m-timestamp-mode-energy" : "m-timestamp-mode-performance");
+    /* as th_timestamp_initialize: one timestamp, so an open-drain pin rests high */
+    timestamp(p);
     line(p, "m-init-done");
     line(p, "m-ready");
 }

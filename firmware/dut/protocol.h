@@ -29,17 +29,24 @@ extern "C" {
 /** What the device says about its model (all strings NUL terminated, printable). */
 typedef struct {
     const char *device_name;  /**< name% reply: m-name-dut-[device_name]. */
-    const char *model_name;   /**< profile% reply: m-model-[model_name]. */
+    const char *model_id;     /**< profile% reply: m-model-[model_id] (MLPerf benchmark id). */
+    const char *model_name;   /**< info% reply: m-info-model-[model_name] (the bundle's). */
     const char *profile;      /**< profile% reply: m-profile-[profile]. */
-    const char *model_sha256; /**< sha256 of the int8 step model (.tflite). */
+    const char *model_sha256; /**< sha256 of the int8 step model (.tflite), given at build. */
+    const char *data_sha256;  /**< sha256 of the linked model data, computed at boot. */
+    uint32_t data_bytes;      /**< bytes hashed into data_sha256. */
+    uint64_t data_ticks;      /**< timer ticks the boot hash took. */
     const char *engine_version;
-    const char *target; /**< CPU / board, e.g. "cortex-m4/mps2-an386". */
-    const char *quant;  /**< quantization summary, key=value,... */
-    int32_t window;     /**< T, samples per window. */
-    int32_t channels;   /**< C, int16 counts per sample. */
-    int32_t kernel;     /**< k */
-    int32_t stride;     /**< s */
-    int32_t n_outputs;  /**< head outputs. Range: {1, TGP_MAX_OUTPUTS}. */
+    const char *target;       /**< CPU / board, e.g. "cortex-m4/mps2-an386". */
+    const char *quant;        /**< quantization summary, key=value,... */
+    const char *input_format; /**< "int16le" (raw counts) or "int8" (model input tensor). */
+    int32_t value_bytes;      /**< bytes per input value: 2 (int16le) or 1 (int8). */
+    uint32_t baud;            /**< console UART line rate. */
+    int32_t window;           /**< T, samples per window. */
+    int32_t channels;         /**< C, values per sample. */
+    int32_t kernel;           /**< k */
+    int32_t stride;           /**< s */
+    int32_t n_outputs;        /**< head outputs. Range: {1, TGP_MAX_OUTPUTS}. */
     int32_t n_layers;
     const int32_t *units; /**< [n_layers] */
     int32_t output_zero_point;
@@ -54,22 +61,27 @@ typedef struct {
     /** Free-running timer. */
     uint64_t (*ticks)(void *ctx);
     uint32_t ticks_hz;
-    /** A whole window from a zero state; out gets n_outputs int8 values.
+    /** Energy mode (MLPerf EE_CFG_ENERGY_MODE): pulse the timestamp pin (pull low for at
+     *  least 1 us, release). NULL in performance mode, where timestamps are m-lap-us lines. */
+    void (*timestamp_pin)(void *ctx);
+    /** A whole window from a zero state; `input` holds n_samples samples in the info's
+     *  input_format; out gets n_outputs int8 values.
      *  Returns >= 0 (number of steps that produced output, 0 or more) or < 0 on error. */
-    int32_t (*window)(void *ctx, const int16_t *counts, int32_t n_samples, int8_t *out);
+    int32_t (*window)(void *ctx, const uint8_t *input, int32_t n_samples, int8_t *out);
     /** Zero the streaming state. */
     void (*stream_reset)(void *ctx);
     /** Push samples through the streaming state (carried between calls); out gets the
      *  head output of the last step that ran. Returns steps run (>= 0) or < 0. */
-    int32_t (*stream_push)(void *ctx, const int16_t *counts, int32_t n_samples, int8_t *out);
+    int32_t (*stream_push)(void *ctx, const uint8_t *input, int32_t n_samples, int8_t *out);
 } tgp_port;
 
 /** Parser state; one per link. */
 typedef struct {
     const tgp_port *port;
     const tgp_model_info *info;
-    int16_t *buf;       /**< db buffer: int16 counts, filled bytewise little endian. */
-    uint32_t buf_cap;   /**< bytes */
+    uint8_t *buf;       /**< db buffer: the bytes as received; the port reads int16le values
+                             in place (a little-endian target). */
+    uint32_t buf_cap;   /**< bytes: one whole window, T * C * value_bytes. */
     uint32_t load_size; /**< bytes announced by db load; 0 = none. */
     uint32_t load_pos;  /**< bytes received. */
     char line[TGP_LINE_MAX + 1];
@@ -85,12 +97,14 @@ typedef struct {
 
 /**
  * @brief Bind a parser to its port, model description and db buffer.
- * @param buf     int16 buffer of buf_cap bytes (2 * T * C for a whole window).
+ * @param buf     buffer of buf_cap bytes, one whole window (T * C * value_bytes), aligned
+ *                for the input values (an int16_t array in int16le format).
  */
-void tgp_init(tgp_state *p, const tgp_port *port, const tgp_model_info *info, int16_t *buf,
+void tgp_init(tgp_state *p, const tgp_port *port, const tgp_model_info *info, uint8_t *buf,
               uint32_t buf_cap);
 
-/** @brief The boot banner (MLPerf: timestamp mode, init done, ready). */
+/** @brief The boot banner, as MLPerf's reference firmware prints it: the timestamp mode,
+ *  a timestamp (m-lap-us, or a pin pulse in energy mode), init done, ready. */
 void tgp_boot(tgp_state *p);
 
 /** @brief Feed one received byte; a complete command is executed and answered at once. */

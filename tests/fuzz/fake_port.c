@@ -35,9 +35,17 @@ static uint64_t fake_ticks(void *ctx)
     return d->now;
 }
 
-static int32_t fake_window(void *ctx, const int16_t *x, int32_t n, int8_t *out)
+static void fake_pin(void *ctx)
 {
     fake_device *d = (fake_device *)ctx;
+    d->pin_pulses++;
+    d->now += 30u;
+}
+
+static int32_t fake_window(void *ctx, const uint8_t *in, int32_t n, int8_t *out)
+{
+    fake_device *d = (fake_device *)ctx;
+    const int16_t *x = (const int16_t *)(const void *)in;
     for (int32_t k = 0; k < FAKE_OUTPUTS; ++k) {
         int32_t s = 0;
         for (int32_t t = 0; t < n; ++t) {
@@ -58,9 +66,10 @@ static void fake_stream_reset(void *ctx)
     d->stream_t = 0u;
 }
 
-static int32_t fake_stream_push(void *ctx, const int16_t *x, int32_t n, int8_t *out)
+static int32_t fake_stream_push(void *ctx, const uint8_t *in, int32_t n, int8_t *out)
 {
     fake_device *d = (fake_device *)ctx;
+    const int16_t *x = (const int16_t *)(const void *)in;
     int32_t steps = 0;
     for (int32_t t = 0; t < n; ++t) {
         for (int32_t k = 0; k < FAKE_OUTPUTS; ++k) {
@@ -81,12 +90,19 @@ static const int32_t fake_units[1] = { 5 };
 
 static const tgp_model_info fake_info = {
     .device_name = "tinygru",
+    .model_id = "fk01",
     .model_name = "fake",
     .profile = "tinygru-test",
     .model_sha256 = "00112233",
+    .data_sha256 = "44556677",
+    .data_bytes = 1234u,
+    .data_ticks = 56u,
     .engine_version = "0.0.0",
     .target = "host",
     .quant = "output_scale=0.00390625,output_zero_point=-128",
+    .input_format = "int16le",
+    .value_bytes = 2,
+    .baud = 115200u,
     .window = FAKE_WINDOW,
     .channels = FAKE_CHANNELS,
     .kernel = 2,
@@ -98,13 +114,14 @@ static const tgp_model_info fake_info = {
     .output_scale = 0.00390625f,
 };
 
-void fake_init(fake_device *d, tgp_state *p, int16_t *buf)
+void fake_init(fake_device *d, tgp_state *p, int16_t *buf, int energy)
 {
     static tgp_port port;
     port.ctx = d;
     port.write = fake_write;
     port.ticks = fake_ticks;
     port.ticks_hz = 25000000u;
+    port.timestamp_pin = energy ? fake_pin : 0;
     port.window = fake_window;
     port.stream_reset = fake_stream_reset;
     port.stream_push = fake_stream_push;
@@ -114,6 +131,7 @@ void fake_init(fake_device *d, tgp_state *p, int16_t *buf)
     d->bad_lines = 0u;
     d->cur_len = 0u;
     d->now = 0u;
+    d->pin_pulses = 0u;
     fake_stream_reset(d);
-    tgp_init(p, &port, &fake_info, buf, 2u * FAKE_WINDOW * FAKE_CHANNELS);
+    tgp_init(p, &port, &fake_info, (uint8_t *)buf, 2u * FAKE_WINDOW * FAKE_CHANNELS);
 }

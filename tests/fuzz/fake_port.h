@@ -25,9 +25,11 @@ typedef struct {
     uint64_t now;
     int32_t acc[FAKE_OUTPUTS];
     uint32_t stream_t;
+    uint32_t pin_pulses; /* energy mode: timestamp pin pulses (each advances 30 ticks) */
 } fake_device;
 
-/** @brief A parser bound to a fresh fake device (buffer: one whole window). */
-void fake_init(fake_device *d, tgp_state *p, int16_t *buf);
+/** @brief A parser bound to a fresh fake device (buffer: one whole window); with energy
+ *  set, in MLPerf energy mode (timestamps pulse a counted pin). */
+void fake_init(fake_device *d, tgp_state *p, int16_t *buf, int energy);
 
 #endif /* FAKE_PORT_H */

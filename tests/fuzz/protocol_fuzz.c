@@ -16,7 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fake_init(&dev, &proto, buf);
+    /* the first byte's low bit also picks the timestamp mode */
+    const int energy = size > 0u && (data[0] & 1u) != 0u;
+    fake_init(&dev, &proto, buf, energy);
     uint32_t terminators = 0u;
     for (size_t i = 0; i < size; ++i) {
         tgp_feed(&proto, data[i]);

@@ -1,7 +1,9 @@
 /* Host driver for transcript tests: stdin bytes into the protocol parser (bound
- * to the fake device), the replies to stdout. With an argument, the boot banner
- * is printed first. */
+ * to the fake device), the replies to stdout. Arguments: "boot" prints the boot
+ * banner first; "energy" runs the parser in MLPerf energy mode and reports the
+ * timestamp pin pulses on stderr ("pulses=N"). */
 #include <stdio.h>
+#include <string.h>
 
 #include "fake_port.h"
 
@@ -11,9 +13,14 @@ static int16_t buf[FAKE_WINDOW * FAKE_CHANNELS];
 
 int main(int argc, char **argv)
 {
-    (void)argv;
-    fake_init(&dev, &proto, buf);
-    if (argc > 1) {
+    int boot = 0;
+    int energy = 0;
+    for (int i = 1; i < argc; ++i) {
+        boot |= strcmp(argv[i], "boot") == 0;
+        energy |= strcmp(argv[i], "energy") == 0;
+    }
+    fake_init(&dev, &proto, buf, energy);
+    if (boot) {
         tgp_boot(&proto);
     }
     int c;
@@ -21,5 +28,8 @@ int main(int argc, char **argv)
         tgp_feed(&proto, (uint8_t)c);
     }
     fwrite(dev.out, 1u, dev.out_len, stdout);
+    if (energy) {
+        fprintf(stderr, "pulses=%lu\n", (unsigned long)dev.pin_pulses);
+    }
     return dev.out_total == dev.out_len ? 0 : 2;
 }
