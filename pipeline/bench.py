@@ -242,7 +242,7 @@ def bench(
     kb = kernel_bench.bench(bundle_dir, cores or kernel_bench.DEFAULT_CORES, steps=steps,
                             reps=reps)  # fmt: skip
     bad = [(r["core"], r["sparse_mode"]) for r in kb["runs"]
-           if r["kernel_output_mismatches"] or r["step_output_mismatches"]]  # fmt: skip
+           if any(r[k] for k in kernel_bench.MISMATCH_KEYS)]  # fmt: skip
     if bad:
         raise BenchError(f"emulated engine differs from the host engine on {bad}")
 
