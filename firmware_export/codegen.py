@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cbuild import ENGINE_DIR
-from firmware_export.lower import Fc, Gru, Lowered, choose_storage
+from firmware_export.lower import Fc, Gru, Lowered, RowRq, choose_storage, one_step_rq, pack_dense
 
 GENERATOR = "tinygru firmware_export"
-FORMAT_VERSION = 1  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
+FORMAT_VERSION = 2  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
 
 # TFLM MicroMutableOpResolver registration method per builtin op
 RESOLVER_METHODS = {
@@ -54,12 +54,39 @@ def _values(values: Iterable[Any], per_line: int = 16, indent: str = "    ") -> 
     return ",\n".join(indent + line for line in lines)
 
 
+def _hex_words(values: Iterable[Any], per_line: int = 8, indent: str = "    ") -> str:
+    items = [f"0x{int(v):08x}u" for v in values]
+    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    return ",\n".join(indent + line for line in lines)
+
+
+def _body(ctype: str, flat: np.ndarray) -> str:
+    return _hex_words(flat) if ctype == "uint32_t" else _values(flat)
+
+
 def _array(ctype: str, name: str, values: np.ndarray) -> str:
     flat = np.asarray(values).reshape(-1)
-    return f"static const {ctype} {name}[{flat.size}] = {{\n{_values(flat)}\n}};\n"
+    return f"static const {ctype} {name}[{flat.size}] = {{\n{_body(ctype, flat)}\n}};\n"
 
 
-_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "int64_t": 8}
+def _array_dsp(ctype: str, name: str, dsp: np.ndarray, portable: np.ndarray) -> str:
+    """One array, its values chosen at compile time by TG_USE_DSP (equal sizes)."""
+    a, b = np.asarray(dsp).reshape(-1), np.asarray(portable).reshape(-1)
+    if a.size != b.size:
+        raise ValueError(f"{name}: the two layouts differ in size ({a.size}, {b.size})")
+    return (f"static const {ctype} {name}[{a.size}] = {{\n#if TG_USE_DSP\n{_body(ctype, a)}\n"
+            f"#else\n{_body(ctype, b)}\n#endif\n}};\n")  # fmt: skip
+
+
+def _rq_array(name: str, rq: RowRq) -> str:
+    rows = [
+        f"    {{ {int(m)}, {int(a)}, {int(s)} }}"
+        for m, a, s in zip(rq.mult, rq.add, rq.shift, strict=True)
+    ]
+    return f"static const tg_fc_rq {name}[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+
+
+_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "uint32_t": 4, "int64_t": 8}
 
 
 def _i64_array(name: str, values: Sequence[int]) -> str:
@@ -80,30 +107,64 @@ class _ModelC:
         self.data_bytes += flat.size * _CTYPE_BYTES[ctype]
         self.arrays.append(_array(ctype, name, flat))
 
+    def array_dsp(self, ctype: str, name: str, dsp: np.ndarray, portable: np.ndarray) -> None:
+        self.data_bytes += np.asarray(dsp).size * _CTYPE_BYTES[ctype]
+        self.arrays.append(_array_dsp(ctype, name, dsp, portable))
+
+    def rq(self, name: str, rq: RowRq) -> None:
+        self.data_bytes += 12 * rq.mult.size
+        self.arrays.append(_rq_array(name, rq))
+
     def fc(self, name: str, f: Fc) -> str:
+        """One tg_fc_layer: block-sparse groups (as choose_storage decides), else packed
+        4-row blocks, else rows; requantized in one step (tg_fc_rq) where one_step_rq
+        allows it, else with TFLM's multipliers and shifts."""
         n = f"{self.p}_{name}"
-        packed, info = choose_storage(f, self.sparse)
+        rq = one_step_rq(f)
+        packed = pack_dense(f, rq)
+        groups, info = choose_storage(f, self.sparse, packed.nbytes if packed else None)
+        packed = packed if groups is None else None
+        info["layout"] = "block_sparse" if groups is not None else "packed" if packed else "rows"
+        info["requantize"] = "one_step" if rq is not None else "tflm"
+        info["constant_rows"] = int(rq.constant.sum()) if rq is not None else None
         self.storage[name] = info
-        if packed is None:
-            self.array("int8_t", f"{n}_weights", f.weights)
-            weights, sparse = f"{n}_weights", "0"
-        else:
-            self.array("uint8_t", f"{n}_group_count", packed.group_count)
-            self.array("uint8_t", f"{n}_group_index", packed.group_index)
-            self.array("int8_t", f"{n}_values", packed.values)
+        fields = {"weights": "0", "packed": "0", "mult": "0", "shift": "0", "rq": "0",
+                  "sparse": "0"}  # fmt: skip
+        if groups is not None:
+            kind = "TG_FC_SPARSE"
+            self.array("uint8_t", f"{n}_group_count", groups.group_count)
+            self.array("uint8_t", f"{n}_group_index", groups.group_index)
+            self.array("int8_t", f"{n}_values", groups.values)
             self.arrays.append(
                 f"static const tg_fc_sparse {n}_sparse = {{ .group_count = {n}_group_count, "
                 f".group_index = {n}_group_index, .values = {n}_values }};\n"
             )
-            weights, sparse = "0", f"&{n}_sparse"
-        self.array("int32_t", f"{n}_bias", f.bias)
-        self.array("int32_t", f"{n}_mult", f.mult)
-        self.array("int32_t", f"{n}_shift", f.shift)
+            fields["sparse"] = f"&{n}_sparse"
+            self.array("int32_t", f"{n}_bias", f.bias)
+        elif packed is not None:
+            kind = "TG_FC_PACKED"
+            self.array_dsp("uint32_t", f"{n}_weights", packed.words_dsp, packed.words_portable)
+            self.array_dsp("int32_t", f"{n}_bias", packed.bias_dsp, packed.bias_portable)
+            fields["packed"] = f"{n}_weights"
+            rq = packed.rq
+        else:
+            kind = "TG_FC_ROWS"
+            self.array("int8_t", f"{n}_weights", f.weights)
+            fields["weights"] = f"{n}_weights"
+            self.array("int32_t", f"{n}_bias", f.bias)
+        if rq is not None and kind != "TG_FC_ROWS":
+            self.rq(f"{n}_mult_shift", rq)  # named for firmware_export.sizes' flash parts
+            fields["rq"] = f"{n}_mult_shift"
+        else:
+            self.array("int32_t", f"{n}_mult", f.mult)
+            self.array("int32_t", f"{n}_shift", f.shift)
+            fields["mult"], fields["shift"] = f"{n}_mult", f"{n}_shift"
         return (
             f"{{ .p = {{ .batches = 1, .rows = {f.rows}, .cols = {f.cols}, .input_offset = 0, "
             f".output_offset = {f.output_offset}, .act_min = {f.act_min}, .act_max = {f.act_max} }},\n"
-            f"          .weights = {weights}, .bias = {n}_bias, .mult = {n}_mult, "
-            f".shift = {n}_shift, .sparse = {sparse} }}"
+            f"          .kind = {kind}, .weights = {fields['weights']}, .packed = {fields['packed']}, "
+            f".bias = {n}_bias, .mult = {fields['mult']}, .shift = {fields['shift']}, "
+            f".rq = {fields['rq']}, .sparse = {fields['sparse']} }}"
         )
 
     @staticmethod
@@ -135,11 +196,18 @@ class _ModelC:
 
 
 def buffer_bytes(m: Lowered) -> dict[str, int]:
-    """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it:
-    state = GRU states + the k·C ring, scratch = front end output + max(6U per layer, outputs)."""
+    """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it
+    (engine/tg_scratch.h): state = GRU states + the k·C ring; scratch = the gate bytes
+    (max of 6U per layer, 3U of layer 1 + front end outputs, head outputs), 3 bytes to align
+    the work words, and the work words (cols rounded up to 4, halved) of the widest input."""
     state = sum(m.units) + m.step_inputs
     gates = max([6 * u for u in m.units] + [m.n_outputs])
-    scratch = (m.front_end.rows if m.front_end is not None else 0) + gates
+    fcs = [m.head] + [f for g in m.layers for f in (g.gx, g.gh)]
+    if m.front_end is not None:
+        gates = max(gates, 3 * m.units[0] + m.front_end.rows)
+        fcs.append(m.front_end)
+    work_words = ((max(f.cols for f in fcs) + 3) & ~3) // 2
+    scratch = gates + 3 + 4 * work_words
     return {"state": state, "scratch": scratch, "total": state + scratch}
 
 
@@ -193,11 +261,7 @@ def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str 
 
 
 def _model_c(g: _ModelC, prefix: str, m: Lowered, iq: dict[str, Any], head: str) -> str:
-    fe = (
-        g.fc("front_end", m.front_end)
-        if m.front_end is not None
-        else "{ { 0, 0, 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0 }"
-    )
+    fe = g.fc("front_end", m.front_end) if m.front_end is not None else "{ .kind = TG_FC_ROWS }"
     layers = [g.gru(i, layer) for i, layer in enumerate(m.layers, start=1)]
     head_fc = g.fc("head", m.head)
     softmax = g.table("softmax_exp", "int32_t", m.softmax_exp) if m.softmax_exp is not None else "0"

@@ -60,6 +60,7 @@ static uint8_t in_buf[KB_MAX_IN] __attribute__((aligned(4)));
 static uint8_t out_buf[KB_MAX_OUT];
 static int8_t state[TGT_STATE_BYTES];
 static int8_t scratch[TGT_SCRATCH_BYTES];
+static int32_t work[TG_FC_WORK_WORDS(256)]; /* the FC layers' work words (the widest input) */
 static tg_stream stream;
 
 static uint32_t now(void)
@@ -187,7 +188,7 @@ static uint32_t time_calls(kb_fc_fn fn, const tg_fc_layer *l, const int8_t *in, 
     for (uint32_t r = 0u; r < reps; ++r) {
         const uint32_t t0 = now();
         for (uint32_t s = 0u; s < n_steps; ++s) {
-            fn(l, in + (int32_t)s * cols, out + (int32_t)s * rows);
+            fn(l, in + (int32_t)s * cols, out + (int32_t)s * rows, work);
         }
         ticks += since(t0);
     }
@@ -255,7 +256,7 @@ int main(void)
     uint32_t out_bytes = 16u + 4u + n_steps * n_out;
     for (uint32_t j = 0u; j < n_fc; ++j) {
         if (get_u32(head + 20 + 8 * j) != (uint32_t)fc[j]->p.rows ||
-            get_u32(head + 24 + 8 * j) != (uint32_t)fc[j]->p.cols) {
+            get_u32(head + 24 + 8 * j) != (uint32_t)fc[j]->p.cols || fc[j]->p.cols > 256) {
             return KB_EXIT_HEADER;
         }
         in_bytes += n_steps * (uint32_t)fc[j]->p.cols;

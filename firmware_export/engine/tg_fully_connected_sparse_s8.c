@@ -4,9 +4,22 @@
 #include "tg_dsp.h"
 #include "tg_requantize.h"
 
+/* One output from the row's accumulator: one-step requantization (rq) when given, else
+ * TFLM's two steps (mult, shift). */
+static inline int8_t tg_sparse_out(int32_t acc, const tg_fc_rq *rq, const int32_t *mult,
+                                   const int32_t *shift, int32_t r, int32_t out_off, int32_t lo,
+                                   int32_t hi)
+{
+    if (rq != 0) {
+        const int32_t v = tg_sat8(tg_rq_apply(acc * 2, rq[r].mult, rq[r].add, rq[r].shift));
+        return (int8_t)tg_clamp(v, lo, hi);
+    }
+    return tg_fc_out(acc, mult[r], shift[r], out_off, lo, hi);
+}
+
 void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
                                   const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                  int8_t *output)
+                                  const tg_fc_rq *rq, int8_t *output)
 {
     const int32_t rows = p->rows;
     const int32_t cols = p->cols;
@@ -54,7 +67,7 @@ void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, co
                 }
                 v += 4;
             }
-            y[r] = tg_fc_out(acc, mult[r], shift[r], out_off, lo, hi);
+            y[r] = tg_sparse_out(acc, rq, mult, shift, r, out_off, lo, hi);
         }
     }
 }

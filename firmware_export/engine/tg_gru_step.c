@@ -7,24 +7,24 @@
  *   h' = h~ + z (.) (h - h~)
  * evaluated as the converted graph does, one int8 op at a time.
  *
- * Scratch (6U bytes): gx = [gx_zr (2U) | gx_h (U)], gh = [gh_zr (2U) | gh_h (U)].
+ * Gates (6U bytes): gx = [gx_zr (2U) | gx_h (U)], gh = [gh_zr (2U) | gh_h (U)].
  * Every later op is elementwise and writes over an input it no longer needs. */
 #include "tinygru.h"
 
-void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *scratch)
+void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *gates, int32_t *work)
 {
     const int32_t u = p->units;
-    int8_t *gx = scratch;         /* [3U] */
-    int8_t *gh = scratch + 3 * u; /* [3U] */
-    int8_t *zr = gx;              /* [2U]: z = zr[0..U), r = zr[U..2U) */
+    int8_t *gx = gates;         /* [3U] */
+    int8_t *gh = gates + 3 * u; /* [3U] */
+    int8_t *zr = gx;            /* [2U]: z = zr[0..U), r = zr[U..2U) */
     int8_t *gx_h = gx + 2 * u;
     int8_t *gh_h = gh + 2 * u;
 
     /* gx = x W + b_in (all three gates); SPLIT_V is a view: gx_zr | gx_h */
-    tg_fc_layer_run(&p->gx, x, gx);
+    tg_fc_layer_run(&p->gx, x, gx, work);
     TG_TRACE(TG_OP_GX, gx, 3 * u);
     /* gh = h U + b_rec; SPLIT_V is a view: gh_zr | gh_h */
-    tg_fc_layer_run(&p->gh, h, gh);
+    tg_fc_layer_run(&p->gh, h, gh, work);
     TG_TRACE(TG_OP_GH, gh, 3 * u);
     /* z, r pre-activations: gx_zr + gh_zr */
     tg_add_s8(&p->zr_add, gx, 1, gh, 1, zr, 2 * u);

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include "tg_scratch.h"
+
 static int32_t state_units(const tg_model_params *m)
 {
     int32_t n = 0;
@@ -24,13 +26,7 @@ int32_t tg_state_buffer_size(const tg_model_params *m)
 
 int32_t tg_scratch_buffer_size(const tg_model_params *m)
 {
-    int32_t gates = 0;
-    for (int32_t l = 0; l < m->n_layers; ++l) {
-        const int32_t need = 6 * m->gru[l].units;
-        gates = need > gates ? need : gates;
-    }
-    gates = m->n_outputs > gates ? m->n_outputs : gates;
-    return (m->has_front_end ? m->front_end.p.rows : 0) + gates;
+    return tg_gate_bytes(m) + 3 + 4 * tg_work_words(m); /* 3: room to align the work */
 }
 
 static int model_ok(const tg_model_params *m)

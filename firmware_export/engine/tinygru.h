@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /** Layout version of tg_model_params; generated model data must carry the same. */
-#define TG_FORMAT_VERSION 1
+#define TG_FORMAT_VERSION 2
 /** Engine version (semantic). */
 #define TG_ENGINE_VERSION "0.1.0"
 /** Most GRU layers a model may have. */
@@ -68,14 +68,41 @@ typedef struct {
                                      entries past the last column are 0. */
 } tg_fc_sparse;
 
+/**
+ * One-step requantization of one output row of a packed or block-sparse layer:
+ * y = clamp(tg_sat8((tg_smmlar(2 acc, mult, add) + (acc < 0 ? -1 : 0)) >> shift),
+ *           act_min, act_max),
+ * the TFLM double rounding with the output zero point folded into add (tg_requantize.h,
+ * tg_rq_apply). A row whose output is the same for every input (all its weights 0, or a
+ * multiplier too small to move it) has mult 0, add 2 y + 1, shift 1.
+ */
+typedef struct {
+    int32_t mult;  /**< Range: 0 or [2^30, 2^31 - 1]. */
+    int32_t add;   /**< 2^(shift - 1) + output zero point 2^shift. */
+    int32_t shift; /**< Range: {1, 22}. */
+} tg_fc_rq;
+
+/** How the weights of a tg_fc_layer are stored. */
+enum {
+    TG_FC_ROWS = 0,   /**< weights [rows][cols] row-major; bias, mult, shift as TFLM's. */
+    TG_FC_PACKED = 1, /**< packed 4-row blocks (tg_fc_packed_s8); bias and rq. */
+    TG_FC_SPARSE = 2  /**< block-sparse groups (tg_fully_connected_sparse_s8); bias and
+                           rq, or mult and shift when rq is NULL. */
+};
+
 /** One FULLY_CONNECTED layer: sizes, offsets, clamp and constant data. */
 typedef struct {
     tg_fc_params p;             /**< batches = 1, rows, cols; input_offset = 0 (folded). */
-    const int8_t *weights;      /**< [rows][cols], symmetric int8; NULL when sparse is set. */
-    const int32_t *bias;        /**< [rows]: bias - input_zp * row sum of ALL weights. */
-    const int32_t *mult;        /**< [rows] multipliers. Range: [2^30, 2^31 - 1] or 0. */
-    const int32_t *shift;       /**< [rows] shifts. Range: {-31, 30}. */
-    const tg_fc_sparse *sparse; /**< Block-sparse weights, or NULL for dense weights. */
+    int32_t kind;               /**< TG_FC_ROWS, TG_FC_PACKED or TG_FC_SPARSE. */
+    const int8_t *weights;      /**< TG_FC_ROWS: [rows][cols], symmetric int8; else NULL. */
+    const uint32_t *packed;     /**< TG_FC_PACKED: see tg_fc_packed_s8; else NULL. */
+    const int32_t *bias;        /**< TG_FC_ROWS, TG_FC_SPARSE: [rows] bias - input_zp * row
+                                     sum of ALL weights; TG_FC_PACKED: [rows rounded up to
+                                     4] accumulator starts (tg_fc_packed_s8). */
+    const int32_t *mult;        /**< [rows] multipliers, or NULL. Range: [2^30, 2^31 - 1] or 0. */
+    const int32_t *shift;       /**< [rows] shifts, or NULL. Range: {-31, 30}. */
+    const tg_fc_rq *rq;         /**< [rows, rounded up to 4 when packed] or NULL. */
+    const tg_fc_sparse *sparse; /**< TG_FC_SPARSE: the groups; else NULL. */
 } tg_fc_layer;
 
 /**
@@ -83,14 +110,46 @@ typedef struct {
  *
  * Same result as tg_fully_connected_s8 on the dense matrix the groups describe:
  * an omitted group is all zero and adds nothing to the int32 accumulator (with a
- * folded input zero point the bias holds the full dense row sum).
+ * folded input zero point the bias holds the full dense row sum). Requantizes with rq
+ * when it is not NULL, else with mult and shift.
  */
 void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
                                   const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                  int8_t *output);
+                                  const tg_fc_rq *rq, int8_t *output);
 
-/** @brief Run one layer, dense or block-sparse as its data says: y = fc(x). */
-void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y);
+/**
+ * @brief int8 FULLY_CONNECTED over packed weights, one input vector (batches = 1).
+ *
+ * Rows come in blocks of 4 (the last block padded with zero rows), columns in groups
+ * of 4 (the last padded with zero columns): cols4 = cols rounded up to 4. The weights
+ * are 32-bit words of 4 int8 (byte 0 lowest); bytes 0 and 2 of every word are stored
+ * XOR 0x80 (w + 128, unsigned), bytes 1 and 3 as they are. Two word orders, chosen at
+ * compile time by TG_USE_DSP:
+ * - TG_USE_DSP = 1 (SMLAD): block b, group g, row i: the word of columns 4g .. 4g+3 of
+ *   row 4b+i (byte j = column 4g+j). The kernel forms, per group, P = (x1, x3) and
+ *   Q = (256 x0 - x1 + 127, 256 x2 - x3 + 127) in work[] and accumulates
+ *   SMLAD(w, P) + SMLAD(w & 0x00FF00FF, Q) = 256 dot + 32768 (x0 + x2) + 127 (w0 + w2)
+ *   + 32512 per word (w0, w2: the row's weights of columns 4g and 4g+2). bias[r] is
+ *   256 bias - 127 (sum of the row's even-column weights) - 32512 cols4 / 4, so that the
+ *   sum is 256 (bias + dot) once 32768 (sum of the even-column inputs) is taken off.
+ * - TG_USE_DSP = 0 (SMLAL): block b, column c: the word of rows 4b .. 4b+3 (byte i =
+ *   row 4b+i). (w & 0xFF0000FF) as int32 is (w_0 + 128) + 2^24 w_3, the word rotated
+ *   by 16 gives (w_2 + 128) + 2^24 w_1: two 64-bit accumulators hold two rows each
+ *   (|sum x (w + 128)| < 2^23 for cols <= 256). bias[r] is the bias.
+ * The accumulator acc = bias + dot of a row is requantized by rq (tg_fc_rq).
+ *
+ * @param[in]  l    The layer (kind TG_FC_PACKED). cols: {1, 256}.
+ * @param[in]  x    [cols] int8.
+ * @param[out] y    [rows] int8.
+ * @param[in]  work cols4 / 2 words (TG_USE_DSP = 1; unused otherwise), 4-byte aligned.
+ */
+void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
+
+/** Words of work tg_fc_layer_run needs for a layer of cols inputs: cols4 / 2. */
+#define TG_FC_WORK_WORDS(cols) ((((cols) + 3) & ~3) / 2)
+
+/** @brief Run one layer, as its data says: y = fc(x). work: TG_FC_WORK_WORDS(cols) words. */
+void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
 
 /** One GRU layer (gate order z, r, h~; reset applied after the recurrent product). */
 typedef struct {
@@ -140,7 +199,12 @@ typedef struct {
 /** @brief Bytes of state tg_stream_init needs: all GRU states plus the k*C ring. */
 int32_t tg_state_buffer_size(const tg_model_params *m);
 
-/** @brief Bytes of scratch one step needs (front end output, 6U per layer, head). */
+/**
+ * @brief Bytes of scratch one step needs: the gate outputs gx and gh (6U for the widest
+ * layer; the front end output shares gh's space while gx is computed), the head output
+ * (classifier logits), and the FC layers' work words (TG_FC_WORK_WORDS of the widest
+ * input, 4-byte aligned inside the buffer whatever the buffer's own alignment).
+ */
 int32_t tg_scratch_buffer_size(const tg_model_params *m);
 
 /**
@@ -193,9 +257,10 @@ void tg_model_step(const tg_model_params *m, const int8_t *x, int8_t *h, int8_t 
  * @brief One GRU layer step; h is updated in place.
  * @param[in]     x       [input_size] int8 layer input.
  * @param[in,out] h       [units] state.
- * @param[in]     scratch 6 * units bytes.
+ * @param[in]     gates   6 * units bytes: gx then gh.
+ * @param[in]     work    TG_FC_WORK_WORDS(max(input_size, units)) words for the FC layers.
  */
-void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *scratch);
+void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *gates, int32_t *work);
 
 #if defined(TG_DEBUG)
 /** Debug builds: every op output of a step is recorded for a per-gate comparison. */
