@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cbuild import ENGINE_DIR
-from firmware_export.lower import Fc, Gru, Lowered, RowRq, choose_storage, one_step_rq, pack_dense
+from firmware_export.lower import (
+    Fc,
+    Gru,
+    Lowered,
+    RowRq,
+    choose_storage,
+    one_step_rq,
+    pack_dense,
+    sparse_arrays,
+)
 
 GENERATOR = "tinygru firmware_export"
 FORMAT_VERSION = 2  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
@@ -122,48 +131,45 @@ class _ModelC:
         n = f"{self.p}_{name}"
         rq = one_step_rq(f)
         packed = pack_dense(f, rq)
-        groups, info = choose_storage(f, self.sparse, packed.nbytes if packed else None)
-        packed = packed if groups is None else None
+        mode = self.sparse if rq is not None else "never"  # block-sparse needs rq
+        groups, info = choose_storage(f, mode, packed.nbytes if packed else None)
         info["layout"] = "block_sparse" if groups is not None else "packed" if packed else "rows"
         info["requantize"] = "one_step" if rq is not None else "tflm"
         info["constant_rows"] = int(rq.constant.sum()) if rq is not None else None
         self.storage[name] = info
-        fields = {"weights": "0", "packed": "0", "mult": "0", "shift": "0", "rq": "0",
-                  "sparse": "0"}  # fmt: skip
-        if groups is not None:
+        fields = {"weights": "0", "packed": "0", "bias": "0", "mult": "0", "shift": "0",
+                  "rq": "0", "sparse": "0"}  # fmt: skip
+        if groups is not None and rq is not None:
             kind = "TG_FC_SPARSE"
-            self.array("uint8_t", f"{n}_group_count", groups.group_count)
-            self.array("uint8_t", f"{n}_group_index", groups.group_index)
-            self.array("int8_t", f"{n}_values", groups.values)
+            a = sparse_arrays(f, groups, rq)
+            # names end as firmware_export.sizes sorts flash parts: weights, mult/shift
+            self.array("uint8_t", f"{n}_index_weights", a.stream)
+            self.array_dsp("uint32_t", f"{n}_kept_weights", a.values_dsp, a.values_portable)
+            self.array_dsp("int32_t", f"{n}_start_mult_shift", a.rows_dsp, a.rows_portable)
             self.arrays.append(
-                f"static const tg_fc_sparse {n}_sparse = {{ .group_count = {n}_group_count, "
-                f".group_index = {n}_group_index, .values = {n}_values }};\n"
+                f"static const tg_fc_sparse {n}_sparse = {{ .groups = {n}_index_weights, "
+                f".values = {n}_kept_weights, .rows = {n}_start_mult_shift }};\n"
             )
             fields["sparse"] = f"&{n}_sparse"
-            self.array("int32_t", f"{n}_bias", f.bias)
         elif packed is not None:
             kind = "TG_FC_PACKED"
             self.array_dsp("uint32_t", f"{n}_weights", packed.words_dsp, packed.words_portable)
             self.array_dsp("int32_t", f"{n}_bias", packed.bias_dsp, packed.bias_portable)
-            fields["packed"] = f"{n}_weights"
-            rq = packed.rq
+            self.rq(f"{n}_mult_shift", packed.rq)  # named for firmware_export.sizes' parts
+            fields.update(packed=f"{n}_weights", bias=f"{n}_bias", rq=f"{n}_mult_shift")
         else:
             kind = "TG_FC_ROWS"
             self.array("int8_t", f"{n}_weights", f.weights)
-            fields["weights"] = f"{n}_weights"
             self.array("int32_t", f"{n}_bias", f.bias)
-        if rq is not None and kind != "TG_FC_ROWS":
-            self.rq(f"{n}_mult_shift", rq)  # named for firmware_export.sizes' flash parts
-            fields["rq"] = f"{n}_mult_shift"
-        else:
             self.array("int32_t", f"{n}_mult", f.mult)
             self.array("int32_t", f"{n}_shift", f.shift)
-            fields["mult"], fields["shift"] = f"{n}_mult", f"{n}_shift"
+            fields.update(weights=f"{n}_weights", bias=f"{n}_bias", mult=f"{n}_mult",
+                          shift=f"{n}_shift")  # fmt: skip
         return (
             f"{{ .p = {{ .batches = 1, .rows = {f.rows}, .cols = {f.cols}, .input_offset = 0, "
             f".output_offset = {f.output_offset}, .act_min = {f.act_min}, .act_max = {f.act_max} }},\n"
             f"          .kind = {kind}, .weights = {fields['weights']}, .packed = {fields['packed']}, "
-            f".bias = {n}_bias, .mult = {fields['mult']}, .shift = {fields['shift']}, "
+            f".bias = {fields['bias']}, .mult = {fields['mult']}, .shift = {fields['shift']}, "
             f".rq = {fields['rq']}, .sparse = {fields['sparse']} }}"
         )
 

@@ -458,3 +458,36 @@ def pack_dense(f: Fc, rq: RowRq | None) -> Packed | None:
     return Packed(rows4=rows4, cols4=cols4, words_dsp=words_dsp, words_portable=words_portable,
                   bias_dsp=bias_dsp.astype(np.int32), bias_portable=pad.astype(np.int32),
                   rq=rq.padded(rows4))  # fmt: skip
+
+
+@dataclass
+class SparseArrays:
+    """A block-sparse layer in tg_fully_connected_sparse_s8's layout (TG_USE_DSP 1 / 0)."""
+
+    stream: np.ndarray  # uint8: per row its kept-group count n, then its n group numbers
+    values_dsp: np.ndarray  # (kept,) uint32: halfwords (w1 - 256 w0, w3 - 256 w2)
+    values_portable: np.ndarray  # (kept,) uint32: bytes w0, w1, w2, w3
+    rows_dsp: np.ndarray  # (rows, 4) int32: accumulator start, mult, add, shift
+    rows_portable: np.ndarray  # (rows, 4) int32
+
+
+def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
+    """The arrays of a block-sparse layer requantized in one step (rq)."""
+    stream: list[int] = []
+    at = 0
+    for n in s.group_count.astype(int):
+        stream += [n, *s.group_index[at : at + n].astype(int)]
+        at += n
+    v = s.values.astype(np.int64)  # (kept, 4)
+    lo, hi = (v[:, 1] - 256 * v[:, 0]) & 0xFFFF, (v[:, 3] - 256 * v[:, 2]) & 0xFFFF
+    bias = np.where(rq.constant, 0, f.bias).astype(np.int64)
+    even = np.asarray(f.weights, np.int64)[:, 0::2].sum(axis=1)  # kept groups hold them all
+    tail = np.stack([rq.mult, rq.add, rq.shift], axis=1).astype(np.int64)
+    rows = lambda start: np.concatenate([start[:, None], tail], axis=1).astype(np.int32)  # noqa: E731
+    return SparseArrays(
+        stream=np.asarray(stream, np.uint8),
+        values_dsp=(lo | (hi << 16)).astype(np.uint32),
+        values_portable=_words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32),
+        rows_dsp=rows(256 * bias - 32768 * even),
+        rows_portable=rows(bias),
+    )

@@ -20,6 +20,7 @@ static inline int32_t tg_fc_requantize(int32_t acc2, const tg_fc_rq *q)
     return tg_sat8(tg_rq_apply(acc2, q->mult, q->add, q->shift));
 }
 
+#if TG_USE_DSP && !defined(__GNUC__)
 /* The outputs of one block of 4 rows from the rows' 2 acc; n: the rows that exist (the
  * padding rows of the last block are not written). */
 static inline void tg_fc_block_out(const int32_t acc2[4], const tg_fc_rq *q, int8_t *y, int32_t n,
@@ -35,6 +36,7 @@ static inline void tg_fc_block_out(const int32_t acc2[4], const tg_fc_rq *q, int
         }
     }
 }
+#endif
 
 #if TG_USE_DSP
 
@@ -220,6 +222,73 @@ void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *
 
 #else /* portable C */
 
+/* The 4 outputs of one block: acc = bias + dot of each row. */
+static inline void tg_fc_block_store(const int32_t acc[4], const tg_fc_rq *q, int8_t *y)
+{
+    y[0] = (int8_t)tg_fc_requantize(acc[0] * 2, &q[0]);
+    y[1] = (int8_t)tg_fc_requantize(acc[1] * 2, &q[1]);
+    y[2] = (int8_t)tg_fc_requantize(acc[2] * 2, &q[2]);
+    y[3] = (int8_t)tg_fc_requantize(acc[3] * 2, &q[3]);
+}
+
+#if TG_FC_NARROW_MUL
+/* bias + dot of the 4 rows of a block, byte by byte in 32 bits. */
+static void tg_fc_block_acc(const uint32_t *w, const int8_t *x, int32_t cols, const int32_t *bias,
+                            int32_t s, int32_t acc[4])
+{
+    int32_t a0 = bias[0], a1 = bias[1], a2 = bias[2], a3 = bias[3];
+    (void)s;
+    for (int32_t c = 0; c < cols; ++c) {
+        const uint32_t wc = w[c];
+        const int32_t xc = x[c];
+        a0 += xc * (int32_t)(int8_t)(uint8_t)((wc & 0xFFu) ^ 0x80u);
+        a1 += xc * (int32_t)(int8_t)(uint8_t)(wc >> 8);
+        a2 += xc * (int32_t)(int8_t)(uint8_t)(((wc >> 16) & 0xFFu) ^ 0x80u);
+        a3 += xc * (int32_t)(int8_t)(uint8_t)(wc >> 24);
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+#else
+/* One column into the two pair accumulators. */
+#define TG_FC_PAIR_MAC(W, X)                                                                       \
+    do {                                                                                           \
+        const uint32_t wc_ = (W);                                                                  \
+        const int32_t xc_ = (X);                                                                   \
+        p03 += (int64_t)xc_ * (int32_t)(wc_ & 0xFF0000FFu);                                        \
+        p21 += (int64_t)xc_ * (int32_t)(((wc_ >> 16) | (wc_ << 16)) & 0xFF0000FFu);                \
+    } while (0)
+
+/* bias + dot of the 4 rows of a block; s = 128 sum(x), carried by rows 0 and 2. */
+static void tg_fc_block_acc(const uint32_t *w, const int8_t *x, int32_t cols, const int32_t *bias,
+                            int32_t s, int32_t acc[4])
+{
+    int64_t p03 = 0; /* (w0 + 128) sums + 2^24 w3 sums */
+    int64_t p21 = 0; /* (w2 + 128) sums + 2^24 w1 sums */
+    const int8_t *end4 = x + (cols & ~3);
+    const int8_t *end = x + cols;
+    for (; x != end4; x += 4, w += 4) {
+        TG_FC_PAIR_MAC(w[0], x[0]);
+        TG_FC_PAIR_MAC(w[1], x[1]);
+        TG_FC_PAIR_MAC(w[2], x[2]);
+        TG_FC_PAIR_MAC(w[3], x[3]);
+    }
+    for (; x != end; ++x, ++w) {
+        TG_FC_PAIR_MAC(w[0], x[0]);
+    }
+    /* the low 24 bits hold the offset row's sum (|.| < 2^23), the rest the other row's */
+    const int32_t s0 = (int32_t)((uint32_t)p03 << 8) >> 8;
+    const int32_t s2 = (int32_t)((uint32_t)p21 << 8) >> 8;
+    acc[0] = bias[0] + s0 - s;
+    acc[1] = bias[1] + (int32_t)((p21 - s2) >> 24);
+    acc[2] = bias[2] + s2 - s;
+    acc[3] = bias[3] + (int32_t)((p03 - s0) >> 24);
+}
+#undef TG_FC_PAIR_MAC
+#endif
+
 void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work)
 {
     const int32_t rows = l->p.rows;
@@ -227,52 +296,33 @@ void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *
     const int32_t cols4 = (cols + 3) & ~3;
     const int32_t lo = l->p.act_min;
     const int32_t hi = l->p.act_max;
-    const int32_t *bias = l->bias;
-    const tg_fc_rq *q = l->rq;
+    int32_t s = 0;
     (void)work;
 #if !TG_FC_NARROW_MUL
-    int32_t sum = 0; /* rows 4b and 4b+2 hold w + 128: their sums carry 128 sum(x) */
     for (int32_t c = 0; c < cols; ++c) {
-        sum += x[c];
+        s += x[c];
     }
-    const int32_t s = sum * 128;
+    s *= 128;
 #endif
-    for (int32_t r = 0; r < rows; r += 4) {
-        const uint32_t *w = l->packed + (r >> 2) * cols4;
-        int32_t acc[4];
-#if TG_FC_NARROW_MUL
-        acc[0] = acc[1] = acc[2] = acc[3] = 0;
-        for (int32_t c = 0; c < cols; ++c) {
-            const uint32_t wc = w[c];
-            const int32_t xc = x[c];
-            acc[0] += xc * (int32_t)(int8_t)(uint8_t)((wc & 0xFFu) ^ 0x80u);
-            acc[1] += xc * (int32_t)(int8_t)(uint8_t)(wc >> 8);
-            acc[2] += xc * (int32_t)(int8_t)(uint8_t)(((wc >> 16) & 0xFFu) ^ 0x80u);
-            acc[3] += xc * (int32_t)(int8_t)(uint8_t)(wc >> 24);
+    const uint32_t *w = l->packed;
+    int32_t acc[4];
+    int32_t r = 0;
+    for (; r + 4 <= rows; r += 4, w += cols4) {
+        tg_fc_block_acc(w, x, cols, l->bias + r, s, acc);
+        tg_fc_block_store(acc, l->rq + r, y + r);
+    }
+    if (r < rows) { /* the last block's rows exist in the data, not in y */
+        int8_t last[4];
+        tg_fc_block_acc(w, x, cols, l->bias + r, s, acc);
+        tg_fc_block_store(acc, l->rq + r, last);
+        for (int32_t i = 0; r + i < rows; ++i) {
+            y[r + i] = last[i];
         }
-        acc[0] += bias[r];
-        acc[1] += bias[r + 1];
-        acc[2] += bias[r + 2];
-        acc[3] += bias[r + 3];
-#else
-        int64_t p03 = 0; /* (w0 + 128) sums + 2^24 w3 sums */
-        int64_t p21 = 0; /* (w2 + 128) sums + 2^24 w1 sums */
-        for (int32_t c = 0; c < cols; ++c) {
-            const uint32_t wc = w[c];
-            const int32_t xc = x[c];
-            p03 += (int64_t)xc * (int32_t)(wc & 0xFF0000FFu);
-            p21 += (int64_t)xc * (int32_t)(((wc >> 16) | (wc << 16)) & 0xFF0000FFu);
+    }
+    if (lo != -128 || hi != 127) { /* a fused activation: clamp(sat8(v)) = clamp(v) */
+        for (r = 0; r < rows; ++r) {
+            y[r] = (int8_t)tg_clamp(y[r], lo, hi);
         }
-        /* the low 24 bits hold the offset row's sum (|.| < 2^23), the rest the other */
-        const int32_t s0 = (int32_t)((uint32_t)p03 << 8) >> 8;
-        const int32_t s2 = (int32_t)((uint32_t)p21 << 8) >> 8;
-        acc[0] = bias[r] + s0 - s;
-        acc[1] = bias[r + 1] + (int32_t)((p21 - s2) >> 24);
-        acc[2] = bias[r + 2] + s2 - s;
-        acc[3] = bias[r + 3] + (int32_t)((p03 - s0) >> 24);
-#endif
-        const int32_t acc2[4] = { acc[0] * 2, acc[1] * 2, acc[2] * 2, acc[3] * 2 };
-        tg_fc_block_out(acc2, q + r, y + r, rows - r < 4 ? rows - r : 4, lo, hi);
     }
 }
 

@@ -56,16 +56,19 @@ typedef enum {
 /**
  * Block-sparse weights of one FULLY_CONNECTED layer.
  *
- * The columns of a row form groups of 4 (group g: columns 4g .. 4g+3; the last
- * group of a row may be shorter). Only groups holding a nonzero weight are kept.
- * Group count per row: {0, 255}.
+ * The columns of a row form groups of 4 (group g: columns 4g .. 4g+3; the last group of
+ * a row may be shorter; its missing columns weigh 0). Only groups holding a nonzero
+ * weight are kept. Each row is requantized in one step (tg_fc_rq).
  */
 typedef struct {
-    const uint8_t *group_count; /**< [rows] kept groups of each row. */
-    const uint8_t *group_index; /**< [sum of group_count] group numbers g, ascending,
-                                     row after row. */
-    const int8_t *values;       /**< [sum of group_count][4] weights of the kept groups;
-                                     entries past the last column are 0. */
+    const uint8_t *groups;  /**< Row after row: the row's kept-group count n (Range: {0,
+                                 255}), then its n group numbers g, ascending. */
+    const uint32_t *values; /**< One word per kept group, in the order of groups. TG_USE_DSP
+                                 = 1: halfwords (w1 - 256 w0, w3 - 256 w2); 0: bytes w0,
+                                 w1, w2, w3 (w_j: the weight of column 4g+j). */
+    const int32_t *rows;    /**< [rows][4]: the accumulator start, then mult, add, shift as
+                                 in tg_fc_rq. The start is the bias (TG_USE_DSP = 0) or
+                                 256 bias - 32768 (sum of the row's even-column weights). */
 } tg_fc_sparse;
 
 /**
@@ -86,8 +89,7 @@ typedef struct {
 enum {
     TG_FC_ROWS = 0,   /**< weights [rows][cols] row-major; bias, mult, shift as TFLM's. */
     TG_FC_PACKED = 1, /**< packed 4-row blocks (tg_fc_packed_s8); bias and rq. */
-    TG_FC_SPARSE = 2  /**< block-sparse groups (tg_fully_connected_sparse_s8); bias and
-                           rq, or mult and shift when rq is NULL. */
+    TG_FC_SPARSE = 2  /**< block-sparse groups (tg_fully_connected_sparse_s8). */
 };
 
 /** One FULLY_CONNECTED layer: sizes, offsets, clamp and constant data. */
@@ -96,26 +98,32 @@ typedef struct {
     int32_t kind;               /**< TG_FC_ROWS, TG_FC_PACKED or TG_FC_SPARSE. */
     const int8_t *weights;      /**< TG_FC_ROWS: [rows][cols], symmetric int8; else NULL. */
     const uint32_t *packed;     /**< TG_FC_PACKED: see tg_fc_packed_s8; else NULL. */
-    const int32_t *bias;        /**< TG_FC_ROWS, TG_FC_SPARSE: [rows] bias - input_zp * row
-                                     sum of ALL weights; TG_FC_PACKED: [rows rounded up to
-                                     4] accumulator starts (tg_fc_packed_s8). */
+    const int32_t *bias;        /**< TG_FC_ROWS: [rows] bias - input_zp * row sum of ALL
+                                     weights; TG_FC_PACKED: [rows rounded up to 4]
+                                     accumulator starts (tg_fc_packed_s8); else NULL. */
     const int32_t *mult;        /**< [rows] multipliers, or NULL. Range: [2^30, 2^31 - 1] or 0. */
     const int32_t *shift;       /**< [rows] shifts, or NULL. Range: {-31, 30}. */
-    const tg_fc_rq *rq;         /**< [rows, rounded up to 4 when packed] or NULL. */
+    const tg_fc_rq *rq;         /**< TG_FC_PACKED: [rows rounded up to 4]; else NULL. */
     const tg_fc_sparse *sparse; /**< TG_FC_SPARSE: the groups; else NULL. */
 } tg_fc_layer;
 
 /**
- * @brief int8 FULLY_CONNECTED over block-sparse weights.
+ * @brief int8 FULLY_CONNECTED over block-sparse weights, one input vector (batches = 1).
  *
- * Same result as tg_fully_connected_s8 on the dense matrix the groups describe:
- * an omitted group is all zero and adds nothing to the int32 accumulator (with a
- * folded input zero point the bias holds the full dense row sum). Requantizes with rq
- * when it is not NULL, else with mult and shift.
+ * Same result as tg_fully_connected_s8 on the dense matrix the groups describe: an
+ * omitted group is all zero and adds nothing to the int32 accumulator. With TG_USE_DSP
+ * the kernel forms, per group of 4 inputs, d = the group's word with bytes 0 and 2 XOR
+ * 0x80 (x0 + 128, x1, x2 + 128, x3 as two halfwords) and n = -(d & 0x00FF00FF) per
+ * halfword, in work[2g], work[2g + 1]; for a kept word v, SMLAD(d, SXTB16(v)) +
+ * SMLAD(n, v) = 256 (w0 x0 + w1 x1 + w2 x2 + w3 x3) + 32768 (w0 + w2), whose constant
+ * the accumulator start removes: the sum is 256 (bias + dot).
+ *
+ * @param[in]  l    The layer (kind TG_FC_SPARSE). cols: {1, 1020}.
+ * @param[in]  x    [cols] int8.
+ * @param[out] y    [rows] int8.
+ * @param[in]  work cols4 / 2 words (TG_USE_DSP = 1; unused otherwise), 4-byte aligned.
  */
-void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
-                                  const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                  const tg_fc_rq *rq, int8_t *output);
+void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
 
 /**
  * @brief int8 FULLY_CONNECTED over packed weights, one input vector (batches = 1).
