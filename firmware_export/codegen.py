@@ -104,9 +104,10 @@ def _i64_array(name: str, values: Sequence[int]) -> str:
 
 
 class _ModelC:
-    def __init__(self, prefix: str, sparse: str = "auto") -> None:
+    def __init__(self, prefix: str, sparse: str = "auto", work_words: int = 0) -> None:
         self.p = prefix
         self.sparse = sparse
+        self.work_words = work_words  # the model's FC work words (buffer_bytes)
         self.arrays: list[str] = []
         self.data_bytes = 0  # bytes of every const array of the model data
         self.storage: dict[str, dict[str, Any]] = {}  # per FC layer: weight storage decision
@@ -124,7 +125,7 @@ class _ModelC:
         self.data_bytes += 12 * rq.mult.size
         self.arrays.append(_rq_array(name, rq))
 
-    def fc(self, name: str, f: Fc) -> str:
+    def fc(self, name: str, f: Fc, split_row: int = 0) -> str:
         """One tg_fc_layer: block-sparse groups (as choose_storage decides), else packed
         4-row blocks, else rows; requantized in one step (tg_fc_rq) where one_step_rq
         allows it, else with TFLM's multipliers and shifts."""
@@ -146,9 +147,11 @@ class _ModelC:
             self.array("uint8_t", f"{n}_index_weights", a.stream)
             self.array_dsp("uint32_t", f"{n}_kept_weights", a.values_dsp, a.values_portable)
             self.array_dsp("int32_t", f"{n}_start_mult_shift", a.rows_dsp, a.rows_portable)
+            g_at, v_at = a.offsets(split_row)
             self.arrays.append(
                 f"static const tg_fc_sparse {n}_sparse = {{ .groups = {n}_index_weights, "
-                f".values = {n}_kept_weights, .rows = {n}_start_mult_shift }};\n"
+                f".values = {n}_kept_weights, .rows = {n}_start_mult_shift, "
+                f".split_row = {split_row}, .split_groups = {g_at}, .split_values = {v_at} }};\n"
             )
             fields["sparse"] = f"&{n}_sparse"
         elif packed is not None:
@@ -186,8 +189,8 @@ class _ModelC:
         fields = [
             f".units = {g.units}",
             f".input_size = {g.input_size}",
-            f"/* gx = x W + b_in: z | r | h~ parts */\n        .gx = {self.fc(n + '_gx', g.gx)}",
-            f"/* gh = h U + b_rec */\n        .gh = {self.fc(n + '_gh', g.gh)}",
+            f"/* gx = x W + b_in: z | r | h~ parts */\n        .gx = {self.fc(n + '_gx', g.gx, 2 * g.units)}",
+            f"/* gh = h U + b_rec */\n        .gh = {self.fc(n + '_gh', g.gh, 2 * g.units)}",
             f"/* gx_zr + gh_zr */\n        .zr_add = {self.params(g.zr_add)}",
             f"/* [z | r] = sigma(...) */\n        .sigmoid = {self.table(n + '_sigmoid', 'int8_t', g.sigmoid)}",
             f"/* r (.) gh_h */\n        .r_mul = {self.params(g.r_mul)}",
@@ -197,24 +200,26 @@ class _ModelC:
             f"/* z (.) (h - h~) */\n        .z_mul = {self.params(g.z_mul)}",
             f"/* h' = h~ + z (.) (h - h~) */\n        .out_add = {self.params(g.out_add)}",
             f".h_zero_point = {g.h_zero_point}",
+            f".work_words = {self.work_words}",
         ]
         return "{\n        " + ",\n        ".join(fields) + "\n    }"
 
 
 def buffer_bytes(m: Lowered) -> dict[str, int]:
     """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it
-    (engine/tg_scratch.h): state = GRU states + the k·C ring; scratch = the gate bytes
-    (max of 6U per layer, 3U of layer 1 + front end outputs, head outputs), 3 bytes to align
-    the work words, and the work words (cols rounded up to 4, halved) of the widest input."""
+    (engine/tg_scratch.h): state = GRU states + the k·C ring; scratch = the gate bytes (max
+    of 4U per layer, max(2U, front end outputs) + 2U for layer 1, head outputs), 3 bytes to
+    align the work words, and the work words (1 + cols rounded up to 4, halved) of the widest
+    FC input."""
     state = sum(m.units) + m.step_inputs
-    gates = max([6 * u for u in m.units] + [m.n_outputs])
+    gates = max([4 * u for u in m.units] + [m.n_outputs])
     fcs = [m.head] + [f for g in m.layers for f in (g.gx, g.gh)]
     if m.front_end is not None:
-        gates = max(gates, 3 * m.units[0] + m.front_end.rows)
+        gates = max(gates, max(2 * m.units[0], m.front_end.rows) + 2 * m.units[0])
         fcs.append(m.front_end)
-    work_words = ((max(f.cols for f in fcs) + 3) & ~3) // 2
+    work_words = 1 + ((max(f.cols for f in fcs) + 3) & ~3) // 2
     scratch = gates + 3 + 4 * work_words
-    return {"state": state, "scratch": scratch, "total": state + scratch}
+    return {"state": state, "scratch": scratch, "total": state + scratch, "work_words": work_words}
 
 
 def model_h(prefix: str, m: Lowered, head: str) -> str:
@@ -257,7 +262,7 @@ def model_data(
     """model_c's text and its data report: ``flash_bytes`` (every const array: weights or
     block-sparse groups, biases, multipliers, shifts, tables, input quantization; the
     tg_model_params struct itself is not counted) and the per-layer weight ``storage``."""
-    g = _ModelC(prefix, sparse)
+    g = _ModelC(prefix, sparse, buffer_bytes(m)["work_words"])
     text = _model_c(g, prefix, m, iq, head)
     return text, {"flash_bytes": g.data_bytes, "storage": g.storage}
 

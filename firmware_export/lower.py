@@ -469,6 +469,12 @@ class SparseArrays:
     values_portable: np.ndarray  # (kept,) uint32: bytes w0, w1, w2, w3
     rows_dsp: np.ndarray  # (rows, 4) int32: accumulator start, mult, add, shift
     rows_portable: np.ndarray  # (rows, 4) int32
+    counts: np.ndarray  # (rows,) kept groups per row
+
+    def offsets(self, row: int) -> tuple[int, int]:
+        """Where row ``row`` starts in the group stream and in the values."""
+        n = int(self.counts[:row].sum())
+        return row + n, n
 
 
 def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
@@ -490,4 +496,5 @@ def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
         values_portable=_words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32),
         rows_dsp=rows(256 * bias - 32768 * even),
         rows_portable=rows(bias),
+        counts=s.group_count.astype(np.int64),
     )

@@ -31,49 +31,19 @@
         out[i] = (int8_t)tg_clamp(y, p->act_min, p->act_max);                                      \
     }
 
-/* The parameters of a fast loop, read once into locals (a byte store to out may alias
- * anything, so fields read through p would be reloaded every element). */
-typedef struct {
-    int32_t g_off21; /* (general input's offset) 2^21 */
-    int32_t g_mult, g_add, g_e;
-    int32_t e_off20; /* (exact input's offset) 2^20; both exact: (off1 OP off2) 2^20 */
-    int32_t o_mult, o_add, o_e;
-} tg_addsub_fast;
-
-/* 2 s of the general input x: s = rdbpot(srdhm((x + off) 2^20, mult), e). */
-static inline int32_t tg_general_2s(const tg_addsub_fast *f, int32_t x)
-{
-    const int32_t v2 = f->g_off21 + x * (1 << 21);
-    return tg_rq_apply(v2, f->g_mult, f->g_add, f->g_e) * 2;
-}
-
-static inline int8_t tg_addsub_out(const tg_addsub_fast *f, int32_t s2)
-{
-    return (int8_t)tg_sat8(tg_rq_apply(s2, f->o_mult, f->o_add, f->o_e));
-}
-
-/* One input exact (xe), the other general (xg): 2 S = EXPR of e2 = (xe + off) 2^20 and
- * g2 = 2 s(xg). */
-#define TG_ADDSUB_ONE_EXACT(EXPR)                                                                  \
-    for (int32_t i = 0; i < size; ++i) {                                                           \
-        const int32_t e2 = f.e_off20 + (int32_t)xe[i] * (1 << 20);                                 \
-        const int32_t g2 = tg_general_2s(&f, xg[i]);                                               \
-        out[i] = tg_addsub_out(&f, EXPR);                                                          \
-    }
-
-static int input_is_exact(int32_t mult, int32_t shift)
+static inline int input_is_exact(int32_t mult, int32_t shift)
 {
     return mult == TG_HALF && shift == 0;
 }
 
-static int input_is_general(int32_t mult, int32_t shift)
+static inline int input_is_general(int32_t mult, int32_t shift)
 {
     return mult >= TG_HALF && tg_rq_fits(shift, 0);
 }
 
-/* 1 when the fast loops apply (the caller then runs one); sets f and which input is exact:
- * *exact = 1 or 2, 3 for both. */
-static int tg_addsub_setup(const tg_addsub_params *p, int32_t sign, tg_addsub_fast *f, int *exact)
+/* Which fast loop applies: 1 input 1 exact, input 2 general; 2 the other way round; 3 both
+ * exact; 0 none (the general loop). */
+static inline int tg_addsub_kind(const tg_addsub_params *p)
 {
     const int e1 = input_is_exact(p->input1_multiplier, p->input1_shift);
     const int e2 = input_is_exact(p->input2_multiplier, p->input2_shift);
@@ -81,68 +51,113 @@ static int tg_addsub_setup(const tg_addsub_params *p, int32_t sign, tg_addsub_fa
         p->act_max != 127 || !tg_rq_fits(p->output_shift, p->output_offset)) {
         return 0;
     }
-    f->o_mult = p->output_multiplier;
-    f->o_add = tg_rq_add(p->output_shift, p->output_offset);
-    f->o_e = -p->output_shift;
     if (e1 && e2) {
-        *exact = 3;
-        f->e_off20 = (p->input1_offset + sign * p->input2_offset) * (1 << 20);
+        return 3;
+    }
+    if (e1 && input_is_general(p->input2_multiplier, p->input2_shift)) {
         return 1;
     }
-    const int32_t g_mult = e1 ? p->input2_multiplier : p->input1_multiplier;
-    const int32_t g_shift = e1 ? p->input2_shift : p->input1_shift;
-    if (!(e1 || e2) || !input_is_general(g_mult, g_shift)) {
-        return 0;
+    if (e2 && input_is_general(p->input1_multiplier, p->input1_shift)) {
+        return 2;
     }
-    *exact = e1 ? 1 : 2;
-    f->g_off21 = (e1 ? p->input2_offset : p->input1_offset) * (1 << 21);
-    f->g_mult = g_mult;
-    f->g_add = tg_rq_add(g_shift, 0);
-    f->g_e = -g_shift;
-    f->e_off20 = (e1 ? p->input1_offset : p->input2_offset) * (1 << 20);
-    return 1;
+    return 0;
 }
+
+/* The output's requantization parameters, as locals (a byte store to out may alias
+ * anything: fields read through p would be reloaded every element). */
+#define TG_ADDSUB_OUT_PARAMS                                                                       \
+    const int32_t o_mult = p->output_multiplier;                                                   \
+    const int32_t o_add = tg_rq_add(p->output_shift, p->output_offset);                            \
+    const int32_t o_e = -p->output_shift
+
+/* Every loop has tg_add_s8's signature (each is called once, and inlined). */
+#define TG_ADDSUB_ARGS                                                                             \
+    const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride, const int8_t *in2,           \
+        int32_t in2_stride, int8_t *out, int32_t size
+
+/* One input exact, the other general (which one, p says): with e2 = (xe + off) 2^20 and
+ * g2 = 2 s(xg), s = rdbpot(srdhm((xg + off) 2^20, mult), e), 2 S = EXPR. */
+#define TG_ADDSUB_ONE_EXACT(NAME, EXPR)                                                            \
+    static void NAME(TG_ADDSUB_ARGS)                                                               \
+    {                                                                                              \
+        const int g2_in = input_is_exact(p->input1_multiplier, p->input1_shift);                   \
+        const int8_t *xe = g2_in ? in1 : in2;                                                      \
+        const int8_t *xg = g2_in ? in2 : in1;                                                      \
+        const int32_t e_off20 = (g2_in ? p->input1_offset : p->input2_offset) * (1 << 20);         \
+        const int32_t g_off21 = (g2_in ? p->input2_offset : p->input1_offset) * (1 << 21);         \
+        const int32_t g_mult = g2_in ? p->input2_multiplier : p->input1_multiplier;                \
+        const int32_t g_shift = g2_in ? p->input2_shift : p->input1_shift;                         \
+        const int32_t g_add = tg_rq_add(g_shift, 0);                                               \
+        const int32_t g_e = -g_shift;                                                              \
+        TG_ADDSUB_OUT_PARAMS;                                                                      \
+        (void)in1_stride;                                                                          \
+        (void)in2_stride;                                                                          \
+        for (int32_t i = 0; i < size; ++i) {                                                       \
+            const int32_t e2 = e_off20 + (int32_t)xe[i] * (1 << 20);                               \
+            const int32_t g2 = tg_rq_apply(g_off21 + xg[i] * (1 << 21), g_mult, g_add, g_e) * 2;   \
+            out[i] = (int8_t)tg_sat8(tg_rq_apply(EXPR, o_mult, o_add, o_e));                       \
+        }                                                                                          \
+    }
+
+/* Both inputs exact: 2 S = ((x1 + off1) OP (x2 + off2)) 2^20. */
+#define TG_ADDSUB_BOTH_EXACT(NAME, OP)                                                             \
+    static void NAME(TG_ADDSUB_ARGS)                                                               \
+    {                                                                                              \
+        const int32_t off20 = (p->input1_offset OP p->input2_offset) * (1 << 20);                  \
+        TG_ADDSUB_OUT_PARAMS;                                                                      \
+        (void)in1_stride;                                                                          \
+        (void)in2_stride;                                                                          \
+        for (int32_t i = 0; i < size; ++i) {                                                       \
+            const int32_t s2 = off20 + ((int32_t)in1[i] OP in2[i]) * (1 << 20);                    \
+            out[i] = (int8_t)tg_sat8(tg_rq_apply(s2, o_mult, o_add, o_e));                         \
+        }                                                                                          \
+    }
+
+/* TFLM's arithmetic step by step (any parameters and strides). */
+#define TG_ADDSUB_GENERAL_FN(NAME, OP)                                                             \
+    static void NAME(TG_ADDSUB_ARGS)                                                               \
+    {                                                                                              \
+        TG_ADDSUB_GENERAL(OP)                                                                      \
+    }
+
+TG_ADDSUB_ONE_EXACT(tg_add_one_exact, e2 + g2)
+
+TG_ADDSUB_ONE_EXACT(tg_sub_exact_general, e2 - g2)
+
+TG_ADDSUB_ONE_EXACT(tg_sub_general_exact, g2 - e2)
+
+TG_ADDSUB_BOTH_EXACT(tg_add_both_exact, +)
+
+TG_ADDSUB_BOTH_EXACT(tg_sub_both_exact, -)
+
+TG_ADDSUB_GENERAL_FN(tg_add_general, +)
+
+TG_ADDSUB_GENERAL_FN(tg_sub_general, -)
 
 void tg_add_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride, const int8_t *in2,
                int32_t in2_stride, int8_t *out, int32_t size)
 {
-    tg_addsub_fast f;
-    int exact;
-    if (in1_stride != 1 || in2_stride != 1 || !tg_addsub_setup(p, 1, &f, &exact)) {
-        TG_ADDSUB_GENERAL(+)
-        return;
+    const int kind = in1_stride == 1 && in2_stride == 1 ? tg_addsub_kind(p) : 0;
+    if (kind == 3) {
+        tg_add_both_exact(p, in1, in1_stride, in2, in2_stride, out, size);
+    } else if (kind != 0) {
+        tg_add_one_exact(p, in1, in1_stride, in2, in2_stride, out, size);
+    } else {
+        tg_add_general(p, in1, in1_stride, in2, in2_stride, out, size);
     }
-    if (exact == 3) {
-        for (int32_t i = 0; i < size; ++i) {
-            out[i] = tg_addsub_out(&f, f.e_off20 + ((int32_t)in1[i] + in2[i]) * (1 << 20));
-        }
-        return;
-    }
-    const int8_t *xe = exact == 1 ? in1 : in2;
-    const int8_t *xg = exact == 1 ? in2 : in1;
-    TG_ADDSUB_ONE_EXACT(e2 + g2)
 }
 
 void tg_sub_s8(const tg_addsub_params *p, const int8_t *in1, int32_t in1_stride, const int8_t *in2,
                int32_t in2_stride, int8_t *out, int32_t size)
 {
-    tg_addsub_fast f;
-    int exact;
-    if (in1_stride != 1 || in2_stride != 1 || !tg_addsub_setup(p, -1, &f, &exact)) {
-        TG_ADDSUB_GENERAL(-)
-        return;
-    }
-    if (exact == 3) {
-        for (int32_t i = 0; i < size; ++i) {
-            out[i] = tg_addsub_out(&f, f.e_off20 + ((int32_t)in1[i] - in2[i]) * (1 << 20));
-        }
-        return;
-    }
-    const int8_t *xe = exact == 1 ? in1 : in2;
-    const int8_t *xg = exact == 1 ? in2 : in1;
-    if (exact == 1) {
-        TG_ADDSUB_ONE_EXACT(e2 - g2)
+    const int kind = in1_stride == 1 && in2_stride == 1 ? tg_addsub_kind(p) : 0;
+    if (kind == 3) {
+        tg_sub_both_exact(p, in1, in1_stride, in2, in2_stride, out, size);
+    } else if (kind == 1) {
+        tg_sub_exact_general(p, in1, in1_stride, in2, in2_stride, out, size);
+    } else if (kind == 2) {
+        tg_sub_general_exact(p, in1, in1_stride, in2, in2_stride, out, size);
     } else {
-        TG_ADDSUB_ONE_EXACT(g2 - e2)
+        tg_sub_general(p, in1, in1_stride, in2, in2_stride, out, size);
     }
 }

@@ -4,6 +4,26 @@
 #include "tg_dsp.h"
 #include "tg_requantize.h"
 
+/* The positions of row `first` in the group stream and the values: from the start, from the
+ * layer's split row, or by walking the counts from the nearer of the two. */
+static void tg_sparse_seek(const tg_fc_sparse *w, int32_t first, const uint8_t **g,
+                           const uint32_t **v)
+{
+    int32_t r = 0;
+    *g = w->groups;
+    *v = w->values;
+    if (w->split_row > 0 && first >= w->split_row) {
+        r = w->split_row;
+        *g += w->split_groups;
+        *v += w->split_values;
+    }
+    for (; r < first; ++r) {
+        const int32_t n = **g;
+        *g += 1 + n;
+        *v += n;
+    }
+}
+
 /* One output from the row's 2 acc and its requantization (mult, add, shift). */
 static inline int8_t tg_sparse_out(int32_t acc2, const int32_t *row, int32_t lo, int32_t hi)
 {
@@ -90,28 +110,33 @@ static void tg_sparse_rows_dsp(const uint8_t *groups, const int32_t *rows, const
 }
 #endif
 
-void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work)
+void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                                  tg_rows rows)
 {
     const tg_fc_sparse *w = l->sparse;
-    const int32_t rows = l->p.rows;
+    const int32_t first = (int32_t)(rows & 0xFFFFu);
+    const int32_t n = (int32_t)(rows >> 16) - first;
     const int32_t lo = l->p.act_min;
     const int32_t hi = l->p.act_max;
-    tg_sparse_prepare(x, l->p.cols, work);
+    const uint8_t *g;
+    const uint32_t *v;
+    if (x != 0) {
+        tg_sparse_prepare(x, l->p.cols, work + 1);
+    }
+    tg_sparse_seek(w, first, &g, &v);
 #if defined(__GNUC__)
-    tg_sparse_rows_dsp(w->groups, w->rows, w->values, work, y, y + rows);
+    tg_sparse_rows_dsp(g, w->rows + 4 * first, v, work + 1, y, y + n);
     if (lo != -128 || hi != 127) { /* a fused activation: clamp(sat8(v)) = clamp(v) */
-        for (int32_t r = 0; r < rows; ++r) {
+        for (int32_t r = 0; r < n; ++r) {
             y[r] = (int8_t)tg_clamp(y[r], lo, hi);
         }
     }
 #else
-    const uint8_t *g = w->groups;
-    const uint32_t *v = w->values;
-    for (int32_t r = 0; r < rows; ++r) {
-        const int32_t *row = w->rows + 4 * r;
+    for (int32_t r = 0; r < n; ++r) {
+        const int32_t *row = w->rows + 4 * (first + r);
         int32_t a = row[0];
-        for (int32_t n = *g++; n > 0; --n) {
-            const int32_t *dn = work + 2 * *g++;
+        for (int32_t k = *g++; k > 0; --k) {
+            const int32_t *dn = work + 1 + 2 * *g++;
             const int32_t vw = (int32_t)*v++;
             a = __smlad(dn[0], __sxtb16(vw), a);
             a = __smlad(dn[1], vw, a);
@@ -123,28 +148,37 @@ void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t 
 
 #else /* portable C */
 
-void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work)
+void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                                  tg_rows rows)
 {
     const tg_fc_sparse *w = l->sparse;
-    const int32_t rows = l->p.rows;
+    const int32_t first = (int32_t)(rows & 0xFFFFu);
+    const int32_t n = (int32_t)(rows >> 16) - first;
     const int32_t cols = l->p.cols;
     /* group numbers ascend within a row, so only a row's last group can run past the last
      * column (when cols % 4 != 0): it is the one numbered cols / 4 */
     const int32_t short_group = (cols & 3) != 0 ? cols >> 2 : -1;
-    const uint8_t *g = w->groups;
-    const int8_t *v = (const int8_t *)(const void *)w->values; /* bytes w0..w3 per group */
-    (void)work;
-    for (int32_t r = 0; r < rows; ++r) {
-        const int32_t *row = w->rows + 4 * r;
+    int8_t *in = (int8_t *)(void *)(work + 1); /* the input, kept for a later call */
+    const uint8_t *g;
+    const uint32_t *vw;
+    if (x != 0) {
+        for (int32_t c = 0; c < cols; ++c) {
+            in[c] = x[c];
+        }
+    }
+    tg_sparse_seek(w, first, &g, &vw);
+    const int8_t *v = (const int8_t *)(const void *)vw; /* bytes w0..w3 per group */
+    for (int32_t r = 0; r < n; ++r) {
+        const int32_t *row = w->rows + 4 * (first + r);
         int32_t a = row[0];
-        int32_t n = *g++;
-        const int32_t last_short = n > 0 && g[n - 1] == short_group;
-        for (n -= last_short; n > 0; --n, v += 4) {
-            const int8_t *xc = x + 4 * *g++;
+        int32_t k = *g++;
+        const int32_t last_short = k > 0 && g[k - 1] == short_group;
+        for (k -= last_short; k > 0; --k, v += 4) {
+            const int8_t *xc = in + 4 * *g++;
             a += v[0] * xc[0] + v[1] * xc[1] + v[2] * xc[2] + v[3] * xc[3];
         }
         if (last_short) { /* its weights past the last column are 0 and are not read */
-            const int8_t *xc = x + 4 * *g++;
+            const int8_t *xc = in + 4 * *g++;
             for (int32_t j = 0; j < (cols & 3); ++j) {
                 a += v[j] * xc[j];
             }

@@ -8,6 +8,23 @@
 
 #include "tg_dsp.h"
 
+/* A function kept out of line, so that its frame is not added to its caller's (the stack
+ * of a step is the sum of the frames along its deepest call path). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TG_NOINLINE __attribute__((noinline, noclone))
+#elif defined(__GNUC__)
+#define TG_NOINLINE __attribute__((noinline))
+#else
+#define TG_NOINLINE
+#endif
+
+/* A function inlined even at -Os (one frame for the caller and it). */
+#if defined(__GNUC__)
+#define TG_INLINE inline __attribute__((always_inline))
+#else
+#define TG_INLINE inline
+#endif
+
 /* round(a * b / 2^31); the only overflow, INT32_MIN * INT32_MIN, saturates. */
 static inline int32_t tg_srdhm(int32_t a, int32_t b)
 {

@@ -69,6 +69,9 @@ typedef struct {
     const int32_t *rows;    /**< [rows][4]: the accumulator start, then mult, add, shift as
                                  in tg_fc_rq. The start is the bias (TG_USE_DSP = 0) or
                                  256 bias - 32768 (sum of the row's even-column weights). */
+    int32_t split_row;      /**< A row where callers start a row range (TG_ROWS), and */
+    int32_t split_groups;   /**< its offset in groups and */
+    int32_t split_values;   /**< its offset in values (other starts are found by walking). */
 } tg_fc_sparse;
 
 /**
@@ -108,25 +111,42 @@ typedef struct {
 } tg_fc_layer;
 
 /**
- * @brief int8 FULLY_CONNECTED over block-sparse weights, one input vector (batches = 1).
+ * Rows [first, end) of a layer, as one argument: first in bits 0..15, end in 16..31.
+ * Range: 0 <= first < end <= rows.
+ */
+typedef uint32_t tg_rows;
+#define TG_ROWS(first, end) ((tg_rows)(first) | ((tg_rows)(end) << 16))
+
+/**
+ * Words of work an FC layer of cols inputs needs (tg_fc_layer_rows): one for the input's
+ * sum, then two per group of 4 inputs.
+ */
+#define TG_FC_WORK_WORDS(cols) (1 + (((cols) + 3) & ~3) / 2)
+
+/*
+ * The FC kernels below share one signature: layer, input, output, work, rows. They compute
+ * rows [first, end) (tg_rows) of y = fc(x), row r into y[r - first]. x is the layer's
+ * input, prepared into work (TG_FC_WORK_WORDS(cols) words, 4-byte aligned); x = NULL
+ * reuses the work an earlier call prepared from the same input (no other call in between
+ * wrote work).
+ */
+
+/**
+ * @brief int8 FULLY_CONNECTED over block-sparse weights (kind TG_FC_SPARSE).
  *
  * Same result as tg_fully_connected_s8 on the dense matrix the groups describe: an
  * omitted group is all zero and adds nothing to the int32 accumulator. With TG_USE_DSP
  * the kernel forms, per group of 4 inputs, d = the group's word with bytes 0 and 2 XOR
  * 0x80 (x0 + 128, x1, x2 + 128, x3 as two halfwords) and n = -(d & 0x00FF00FF) per
- * halfword, in work[2g], work[2g + 1]; for a kept word v, SMLAD(d, SXTB16(v)) +
- * SMLAD(n, v) = 256 (w0 x0 + w1 x1 + w2 x2 + w3 x3) + 32768 (w0 + w2), whose constant
- * the accumulator start removes: the sum is 256 (bias + dot).
- *
- * @param[in]  l    The layer (kind TG_FC_SPARSE). cols: {1, 1020}.
- * @param[in]  x    [cols] int8.
- * @param[out] y    [rows] int8.
- * @param[in]  work cols4 / 2 words (TG_USE_DSP = 1; unused otherwise), 4-byte aligned.
+ * halfword, in work; for a kept word v, SMLAD(d, SXTB16(v)) + SMLAD(n, v) =
+ * 256 (w0 x0 + w1 x1 + w2 x2 + w3 x3) + 32768 (w0 + w2), whose constant the accumulator
+ * start removes: the sum is 256 (bias + dot). cols: {1, 1020}.
  */
-void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
+void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                                  tg_rows rows);
 
 /**
- * @brief int8 FULLY_CONNECTED over packed weights, one input vector (batches = 1).
+ * @brief int8 FULLY_CONNECTED over packed weights.
  *
  * Rows come in blocks of 4 (the last block padded with zero rows), columns in groups
  * of 4 (the last padded with zero columns): cols4 = cols rounded up to 4. The weights
@@ -135,7 +155,7 @@ void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t 
  * compile time by TG_USE_DSP:
  * - TG_USE_DSP = 1 (SMLAD): block b, group g, row i: the word of columns 4g .. 4g+3 of
  *   row 4b+i (byte j = column 4g+j). The kernel forms, per group, P = (x1, x3) and
- *   Q = (256 x0 - x1 + 127, 256 x2 - x3 + 127) in work[] and accumulates
+ *   Q = (256 x0 - x1 + 127, 256 x2 - x3 + 127) in work and accumulates
  *   SMLAD(w, P) + SMLAD(w & 0x00FF00FF, Q) = 256 dot + 32768 (x0 + x2) + 127 (w0 + w2)
  *   + 32512 per word (w0, w2: the row's weights of columns 4g and 4g+2). bias[r] is
  *   256 bias - 127 (sum of the row's even-column weights) - 32512 cols4 / 4, so that the
@@ -146,17 +166,19 @@ void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t 
  *   (|sum x (w + 128)| < 2^23 for cols <= 256). bias[r] is the bias.
  * The accumulator acc = bias + dot of a row is requantized by rq (tg_fc_rq).
  *
- * @param[in]  l    The layer (kind TG_FC_PACKED). cols: {1, 256}.
- * @param[in]  x    [cols] int8.
- * @param[out] y    [rows] int8.
- * @param[in]  work cols4 / 2 words (TG_USE_DSP = 1; unused otherwise), 4-byte aligned.
+ * Kind TG_FC_PACKED; cols: {1, 256}. work[0] holds the input's sum term (32768 times the
+ * even-column sum, or 128 times the sum), work[1..] P and Q (TG_USE_DSP = 1).
  */
-void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
+void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work, tg_rows rows);
 
-/** Words of work tg_fc_layer_run needs for a layer of cols inputs: cols4 / 2. */
-#define TG_FC_WORK_WORDS(cols) ((((cols) + 3) & ~3) / 2)
+/** @brief tg_fully_connected_s8 on a layer of kind TG_FC_ROWS (work: unused). */
+void tg_fc_rows_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work, tg_rows rows);
 
-/** @brief Run one layer, as its data says: y = fc(x). work: TG_FC_WORK_WORDS(cols) words. */
+/** @brief Rows of one layer, by the kernel of its kind (the FC kernels' signature). */
+void tg_fc_layer_rows(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                      tg_rows rows);
+
+/** @brief All rows of one layer: y = fc(x). work: TG_FC_WORK_WORDS(cols) words. */
 void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
 
 /** One GRU layer (gate order z, r, h~; reset applied after the recurrent product). */
@@ -174,6 +196,8 @@ typedef struct {
     tg_mul_params z_mul;      /**< z (.) (h - h~). */
     tg_addsub_params out_add; /**< h' = h~ + z (.) (h - h~). */
     int32_t h_zero_point;     /**< int8 encoding of h = 0 (the reset state). */
+    int32_t work_words;       /**< The model's FC work words (tg_scratch_buffer_size): the
+                                   gates follow them in the step's scratch. */
 } tg_gru_params;
 
 /** A whole model: sizes, input quantization and pointers to const model data. */
@@ -208,10 +232,10 @@ typedef struct {
 int32_t tg_state_buffer_size(const tg_model_params *m);
 
 /**
- * @brief Bytes of scratch one step needs: the gate outputs gx and gh (6U for the widest
- * layer; the front end output shares gh's space while gx is computed), the head output
- * (classifier logits), and the FC layers' work words (TG_FC_WORK_WORDS of the widest
- * input, 4-byte aligned inside the buffer whatever the buffer's own alignment).
+ * @brief Bytes of scratch one step needs: the FC layers' work words (TG_FC_WORK_WORDS of the
+ * widest input, 4-byte aligned inside the buffer whatever the buffer's own alignment), then
+ * the gates (4U for the widest layer, more for a front end wider than 2U: tg_gru_step), the
+ * head's output (classifier logits) in the same place.
  */
 int32_t tg_scratch_buffer_size(const tg_model_params *m);
 
@@ -263,24 +287,34 @@ void tg_model_step(const tg_model_params *m, const int8_t *x, int8_t *h, int8_t 
 
 /**
  * @brief One GRU layer step; h is updated in place.
- * @param[in]     x       [input_size] int8 layer input.
- * @param[in,out] h       [units] state.
- * @param[in]     gates   6 * units bytes: gx then gh.
- * @param[in]     work    TG_FC_WORK_WORDS(max(input_size, units)) words for the FC layers.
+ * @param[in]     x    [input_size] int8 layer input.
+ * @param[in,out] h    [units] state.
+ * @param[in]     work p->work_words FC work words, then the gates: 4 * units bytes
+ *                     (tg_gru_step.c says how they are used); when x is the gates
+ *                     themselves (a front end output written there), max(2 units,
+ *                     input_size) + 2 units bytes.
  */
-void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *gates, int32_t *work);
+void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int32_t *work);
 
 #if defined(TG_DEBUG)
 /** Debug builds: every op output of a step is recorded for a per-gate comparison. */
 void tg_debug_record(int32_t op_id, const int8_t *data, int32_t size);
+/** An entry of size bytes recorded now and filled later, in parts (an op computed in
+ *  parts); returns its number, or -1 when the recorder is full. */
+int32_t tg_debug_reserve(int32_t op_id, int32_t size);
+void tg_debug_fill(int32_t entry, int32_t at, const int8_t *data, int32_t size);
 void tg_debug_reset(void);
 int32_t tg_debug_count(void);
 /** Entry i (in op order): its TG_OP_* id, offset and size in tg_debug_data(). */
 int32_t tg_debug_entry(int32_t i, int32_t *offset, int32_t *size);
 const int8_t *tg_debug_data(void);
 #define TG_TRACE(id, data, size) tg_debug_record((id), (data), (size))
+#define TG_TRACE_RESERVE(var, id, size) const int32_t var = tg_debug_reserve((id), (size))
+#define TG_TRACE_FILL(var, at, data, size) tg_debug_fill((var), (at), (data), (size))
 #else
 #define TG_TRACE(id, data, size) ((void)0)
+#define TG_TRACE_RESERVE(var, id, size) ((void)0)
+#define TG_TRACE_FILL(var, at, data, size) ((void)0)
 #endif
 
 /** Op ids recorded by TG_TRACE; layers record theirs in layer order. */
