@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -353,6 +354,32 @@ def _step_parts(per_layer: dict[str, Any], per_op: dict[str, Any], step: float) 
     return parts
 
 
+CODE_CFLAGS = ("-std=c99", "-Os", "-mthumb", "-ffunction-sections", "-fdata-sections")
+
+
+def engine_code_bytes(firmware_dir: str | Path, core: str) -> dict[str, Any]:
+    """Flash bytes of the exported engine's code built for ``core``: text + data of each
+    engine object (``arm-none-eabi-gcc -Os`` with the board's CPU, ``-DTG_NO_DSP`` for a
+    portable build), before link-time garbage collection, as firmware_export.sizes counts
+    the M4's."""
+    from firmware_export.sizes import engine_sources
+
+    c = CORES[core]
+    fw = Path(firmware_dir)
+    flags = [*CODE_CFLAGS, f"-mcpu={c.cpu}", *(["-DTG_NO_DSP"] if c.portable else [])]
+    per: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="tg_kbench_code_") as tmp:
+        for src in engine_sources(fw):
+            obj = Path(tmp) / (src.stem + ".o")
+            subprocess.run([qemu.CC, *flags, f"-I{fw}", f"-I{fw / 'engine'}", "-c", str(src),
+                            "-o", str(obj)], check=True, capture_output=True, text=True)  # fmt: skip
+            out = subprocess.run(["arm-none-eabi-size", str(obj)], check=True,
+                                 capture_output=True, text=True).stdout  # fmt: skip
+            text, data = (int(v) for v in out.splitlines()[1].split()[:2])
+            per[src.stem] = text + data
+    return {"bytes": sum(per.values()), "by_object": per, "cflags": " ".join(flags)}
+
+
 def bench(
     bundle_dir: str | Path,
     cores: Sequence[str] = DEFAULT_CORES,
@@ -382,6 +409,7 @@ def bench(
                 r = run_elf(build(fw, prefix, c), c, model, w, reps)
                 r["sparse_mode"] = mode
                 r["weights"] = storage
+                r["engine_code"] = engine_code_bytes(fw, c)
                 runs.append(r)
     return {
         "method": "qemu-system-arm -icount shift=0 (1 instruction = 1 ns); SysTick at 25 MHz = "

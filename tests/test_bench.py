@@ -108,7 +108,18 @@ def test_pipeline_bench_writes_json_and_markdown(engine_bm: Path, tmp_path: Path
         step["model_bytes"] / eng["model_bytes"], abs=0.006
     )
     assert "tflm_unrolled_window" not in mem["routes"]
+    # the tracked figures restate the runs and the memory route, per core
+    f = rep["figures"]
+    assert f["engine_ram_bytes"] == eng["ram_bytes"]
+    assert f["dense_macs_per_step"] == rep["emulated"]["dense_macs_per_step"]
+    for run in rep["emulated"]["runs"]:
+        d = f["per_core"][run["core"]]
+        key = "dense" if run["sparse_mode"] == "never" else "block_sparse"
+        assert d[key]["kernel_instructions_per_mac"] == run["instructions_per_mac"]
+        assert d[key]["step_instructions"] == run["step_instructions"]
+        assert d["engine_code_bytes"] == run["engine_code"]["bytes"] > 0
     md = (b / bench.REPORT_MD).read_text()
+    assert "## Tracked figures" in md and "Where a step's instructions go, dense" in md
     rows = [ln for ln in md.splitlines() if ln.startswith("|")]
     # header + separator + 2 storages on one core; header + separator + 1; host table;
     # memory table with two routes
