@@ -37,11 +37,14 @@ QEMU_PREFIX = "qemu:"
 EXPORT_INDEX = f"{FIRMWARE_DIR}/files.json"  # the export's file list and model data report
 
 
-def expected_data_sha256(bundle: Bundle) -> str:
-    """``model_data.sha256`` of the bundle's export: the hash a firmware built from it reports.
+def expected_data_sha256(bundle: Bundle, dsp: bool = False) -> str:
+    """The hash a firmware built from the bundle's export reports: ``model_data.sha256``
+    (portable build) or ``model_data.sha256_dsp`` (a ``TG_USE_DSP`` build, whose packed
+    weight words are in another order).
 
     Raises DeviceError naming the file and the field when the export or the field is missing
     or malformed."""
+    key = "sha256_dsp" if dsp else "sha256"
     path = bundle.root / EXPORT_INDEX
     if not path.is_file():
         raise DeviceError(
@@ -50,14 +53,14 @@ def expected_data_sha256(bundle: Bundle) -> str:
         )
     try:
         index = json.loads(path.read_text())
-        got = index["model_data"]["sha256"]
+        got = index["model_data"][key]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DeviceError(
-            f"{path}: model_data.sha256: expected the sha256 of the model data, found "
+            f"{path}: model_data.{key}: expected the sha256 of the model data, found "
             f"{type(e).__name__}: {e} (re-run `python -m firmware_export --bundle {bundle.root}`)"
         ) from e
     if not (isinstance(got, str) and len(got) == 64 and all(c in "0123456789abcdef" for c in got)):
-        raise DeviceError(f"{path}: model_data.sha256: expected 64 hex digits, found {got!r}")
+        raise DeviceError(f"{path}: model_data.{key}: expected 64 hex digits, found {got!r}")
     return got
 
 
@@ -72,7 +75,7 @@ def _verify(link: DeviceLink, spec: str, b: Bundle) -> None:
                 f"{spec}: the device runs model {got[:12]}…, the bundle {b.root} has {want[:12]}…: "
                 "flash the bundle's firmware (make -C firmware BUNDLE=...)"
             )
-    want = expected_data_sha256(b)
+    want = expected_data_sha256(b, dsp=bool(info.get("data_dsp")))
     got = info["data_sha256"]
     if got is None:
         raise DeviceError(

@@ -277,6 +277,7 @@ class DeviceLink:
             "timer_hz": int(raw["timer"].split("=", 1)[1]),
             "data_sha256": data.get("sha256"), "data_bytes": _int_or_none(data.get("bytes")),
             "data_boot_ticks": _int_or_none(data.get("boot_ticks")),
+            "data_dsp": _int_or_none(data.get("dsp")),
             "model_id": mlperf.get("model"), "timestamp_mode": mlperf.get("timestamp"),
             "baud": _int_or_none(mlperf.get("baud")),
         }  # fmt: skip

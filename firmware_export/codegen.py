@@ -15,10 +15,19 @@ from typing import Any
 import numpy as np
 
 from firmware_export.cbuild import ENGINE_DIR
-from firmware_export.lower import Fc, Gru, Lowered, choose_storage
+from firmware_export.lower import (
+    Fc,
+    Gru,
+    Lowered,
+    RowRq,
+    choose_storage,
+    one_step_rq,
+    pack_dense,
+    sparse_arrays,
+)
 
 GENERATOR = "tinygru firmware_export"
-FORMAT_VERSION = 1  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
+FORMAT_VERSION = 2  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
 
 # TFLM MicroMutableOpResolver registration method per builtin op
 RESOLVER_METHODS = {
@@ -56,13 +65,40 @@ def _values(values: Iterable[Any], per_line: int = 16, indent: str = "    ") -> 
     return ",\n".join(indent + line for line in lines)
 
 
+def _hex_words(values: Iterable[Any], per_line: int = 8, indent: str = "    ") -> str:
+    items = [f"0x{int(v):08x}u" for v in values]
+    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    return ",\n".join(indent + line for line in lines)
+
+
+def _body(ctype: str, flat: np.ndarray) -> str:
+    return _hex_words(flat) if ctype == "uint32_t" else _values(flat)
+
+
 def _array(ctype: str, name: str, values: np.ndarray) -> str:
     flat = np.asarray(values).reshape(-1)
-    return f"static const {ctype} {name}[{flat.size}] = {{\n{_values(flat)}\n}};\n"
+    return f"static const {ctype} {name}[{flat.size}] = {{\n{_body(ctype, flat)}\n}};\n"
 
 
-_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "int64_t": 8}
-_CTYPE_LE = {"int8_t": "i1", "uint8_t": "u1", "int32_t": "<i4", "int64_t": "<i8"}
+def _array_dsp(ctype: str, name: str, dsp: np.ndarray, portable: np.ndarray) -> str:
+    """One array, its values chosen at compile time by TG_USE_DSP (equal sizes)."""
+    a, b = np.asarray(dsp).reshape(-1), np.asarray(portable).reshape(-1)
+    if a.size != b.size:
+        raise ValueError(f"{name}: the two layouts differ in size ({a.size}, {b.size})")
+    return (f"static const {ctype} {name}[{a.size}] = {{\n#if TG_USE_DSP\n{_body(ctype, a)}\n"
+            f"#else\n{_body(ctype, b)}\n#endif\n}};\n")  # fmt: skip
+
+
+def _rq_array(name: str, rq: RowRq) -> str:
+    rows = [
+        f"    {{ {int(m)}, {int(a)}, {int(s)} }}"
+        for m, a, s in zip(rq.mult, rq.add, rq.shift, strict=True)
+    ]
+    return f"static const tg_fc_rq {name}[{len(rows)}] = {{\n" + ",\n".join(rows) + "\n};\n"
+
+
+_CTYPE_BYTES = {"int8_t": 1, "uint8_t": 1, "int32_t": 4, "uint32_t": 4, "int64_t": 8}
+_CTYPE_LE = {"int8_t": "i1", "uint8_t": "u1", "int32_t": "<i4", "uint32_t": "<u4", "int64_t": "<i8"}
 
 
 def _i64_array(name: str, values: Sequence[int]) -> str:
@@ -71,44 +107,93 @@ def _i64_array(name: str, values: Sequence[int]) -> str:
 
 
 class _ModelC:
-    def __init__(self, prefix: str, sparse: str = "auto") -> None:
+    def __init__(self, prefix: str, sparse: str = "auto", work_words: int = 0) -> None:
         self.p = prefix
         self.sparse = sparse
+        self.work_words = work_words  # the model's FC work words (buffer_bytes)
         self.arrays: list[str] = []
         self.data_bytes = 0  # bytes of every const array of the model data
-        self.data_sha256 = hashlib.sha256()  # of those bytes, little endian, in file order
+        # sha256 of those bytes, little endian, in file order: portable and DSP word orders
+        self.data_sha256 = hashlib.sha256()
+        self.data_sha256_dsp = hashlib.sha256()
+        self.parts: list[str] = []  # every const array's name, in file order
         self.storage: dict[str, dict[str, Any]] = {}  # per FC layer: weight storage decision
 
     def array(self, ctype: str, name: str, values: np.ndarray) -> None:
         flat = np.asarray(values).reshape(-1)
         self.data_bytes += flat.size * _CTYPE_BYTES[ctype]
-        self.data_sha256.update(flat.astype(_CTYPE_LE[ctype]).tobytes())
+        self._hash(flat.astype(_CTYPE_LE[ctype]).tobytes())
+        self.parts.append(name)
         self.arrays.append(_array(ctype, name, flat))
 
-    def fc(self, name: str, f: Fc) -> str:
+    def _hash(self, portable: bytes, dsp: bytes | None = None) -> None:
+        self.data_sha256.update(portable)
+        self.data_sha256_dsp.update(portable if dsp is None else dsp)
+
+    def array_dsp(self, ctype: str, name: str, dsp: np.ndarray, portable: np.ndarray) -> None:
+        self.data_bytes += np.asarray(dsp).size * _CTYPE_BYTES[ctype]
+        le = _CTYPE_LE[ctype]
+        self._hash(np.asarray(portable).reshape(-1).astype(le).tobytes(),
+                   np.asarray(dsp).reshape(-1).astype(le).tobytes())  # fmt: skip
+        self.parts.append(name)
+        self.arrays.append(_array_dsp(ctype, name, dsp, portable))
+
+    def rq(self, name: str, rq: RowRq) -> None:
+        self.data_bytes += 12 * rq.mult.size
+        triples = np.stack([rq.mult, rq.add, rq.shift], axis=1).astype("<i4")  # tg_fc_rq
+        self._hash(triples.tobytes())
+        self.parts.append(name)
+        self.arrays.append(_rq_array(name, rq))
+
+    def fc(self, name: str, f: Fc, split_row: int = 0) -> str:
+        """One tg_fc_layer: block-sparse groups (as choose_storage decides), else packed
+        4-row blocks, else rows; requantized in one step (tg_fc_rq) where one_step_rq
+        allows it, else with TFLM's multipliers and shifts."""
         n = f"{self.p}_{name}"
-        packed, info = choose_storage(f, self.sparse)
+        rq = one_step_rq(f)
+        packed = pack_dense(f, rq)
+        mode = self.sparse if rq is not None else "never"  # block-sparse needs rq
+        groups, info = choose_storage(f, mode, packed.nbytes if packed else None)
+        info["layout"] = "block_sparse" if groups is not None else "packed" if packed else "rows"
+        info["requantize"] = "one_step" if rq is not None else "tflm"
+        info["constant_rows"] = int(rq.constant.sum()) if rq is not None else None
         self.storage[name] = info
-        if packed is None:
-            self.array("int8_t", f"{n}_weights", f.weights)
-            weights, sparse = f"{n}_weights", "0"
-        else:
-            self.array("uint8_t", f"{n}_group_count", packed.group_count)
-            self.array("uint8_t", f"{n}_group_index", packed.group_index)
-            self.array("int8_t", f"{n}_values", packed.values)
+        fields = {"weights": "0", "packed": "0", "bias": "0", "mult": "0", "shift": "0",
+                  "rq": "0", "sparse": "0"}  # fmt: skip
+        if groups is not None and rq is not None:
+            kind = "TG_FC_SPARSE"
+            a = sparse_arrays(f, groups, rq)
+            # names end as firmware_export.sizes sorts flash parts: weights, mult/shift
+            self.array("uint8_t", f"{n}_index_weights", a.stream)
+            self.array_dsp("uint32_t", f"{n}_kept_weights", a.values_dsp, a.values_portable)
+            self.array_dsp("int32_t", f"{n}_start_mult_shift", a.rows_dsp, a.rows_portable)
+            g_at, v_at = a.offsets(split_row)
             self.arrays.append(
-                f"static const tg_fc_sparse {n}_sparse = {{ .group_count = {n}_group_count, "
-                f".group_index = {n}_group_index, .values = {n}_values }};\n"
+                f"static const tg_fc_sparse {n}_sparse = {{ .groups = {n}_index_weights, "
+                f".values = {n}_kept_weights, .rows = {n}_start_mult_shift, "
+                f".split_row = {split_row}, .split_groups = {g_at}, .split_values = {v_at} }};\n"
             )
-            weights, sparse = "0", f"&{n}_sparse"
-        self.array("int32_t", f"{n}_bias", f.bias)
-        self.array("int32_t", f"{n}_mult", f.mult)
-        self.array("int32_t", f"{n}_shift", f.shift)
+            fields["sparse"] = f"&{n}_sparse"
+        elif packed is not None:
+            kind = "TG_FC_PACKED"
+            self.array_dsp("uint32_t", f"{n}_weights", packed.words_dsp, packed.words_portable)
+            self.array_dsp("int32_t", f"{n}_bias", packed.bias_dsp, packed.bias_portable)
+            self.rq(f"{n}_mult_shift", packed.rq)  # named for firmware_export.sizes' parts
+            fields.update(packed=f"{n}_weights", bias=f"{n}_bias", rq=f"{n}_mult_shift")
+        else:
+            kind = "TG_FC_ROWS"
+            self.array("int8_t", f"{n}_weights", f.weights)
+            self.array("int32_t", f"{n}_bias", f.bias)
+            self.array("int32_t", f"{n}_mult", f.mult)
+            self.array("int32_t", f"{n}_shift", f.shift)
+            fields.update(weights=f"{n}_weights", bias=f"{n}_bias", mult=f"{n}_mult",
+                          shift=f"{n}_shift")  # fmt: skip
         return (
             f"{{ .p = {{ .batches = 1, .rows = {f.rows}, .cols = {f.cols}, .input_offset = 0, "
             f".output_offset = {f.output_offset}, .act_min = {f.act_min}, .act_max = {f.act_max} }},\n"
-            f"          .weights = {weights}, .bias = {n}_bias, .mult = {n}_mult, "
-            f".shift = {n}_shift, .sparse = {sparse} }}"
+            f"          .kind = {kind}, .weights = {fields['weights']}, .packed = {fields['packed']}, "
+            f".bias = {fields['bias']}, .mult = {fields['mult']}, .shift = {fields['shift']}, "
+            f".rq = {fields['rq']}, .sparse = {fields['sparse']} }}"
         )
 
     @staticmethod
@@ -124,8 +209,8 @@ class _ModelC:
         fields = [
             f".units = {g.units}",
             f".input_size = {g.input_size}",
-            f"/* gx = x W + b_in: z | r | h~ parts */\n        .gx = {self.fc(n + '_gx', g.gx)}",
-            f"/* gh = h U + b_rec */\n        .gh = {self.fc(n + '_gh', g.gh)}",
+            f"/* gx = x W + b_in: z | r | h~ parts */\n        .gx = {self.fc(n + '_gx', g.gx, 2 * g.units)}",
+            f"/* gh = h U + b_rec */\n        .gh = {self.fc(n + '_gh', g.gh, 2 * g.units)}",
             f"/* gx_zr + gh_zr */\n        .zr_add = {self.params(g.zr_add)}",
             f"/* [z | r] = sigma(...) */\n        .sigmoid = {self.table(n + '_sigmoid', 'int8_t', g.sigmoid)}",
             f"/* r (.) gh_h */\n        .r_mul = {self.params(g.r_mul)}",
@@ -135,17 +220,26 @@ class _ModelC:
             f"/* z (.) (h - h~) */\n        .z_mul = {self.params(g.z_mul)}",
             f"/* h' = h~ + z (.) (h - h~) */\n        .out_add = {self.params(g.out_add)}",
             f".h_zero_point = {g.h_zero_point}",
+            f".work_words = {self.work_words}",
         ]
         return "{\n        " + ",\n        ".join(fields) + "\n    }"
 
 
 def buffer_bytes(m: Lowered) -> dict[str, int]:
-    """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it:
-    state = GRU states + the k·C ring, scratch = front end output + max(6U per layer, outputs)."""
+    """Caller RAM of the engine, as tg_state_buffer_size / tg_scratch_buffer_size compute it
+    (engine/tg_scratch.h): state = GRU states + the k·C ring; scratch = the gate bytes (max
+    of 4U per layer, max(2U, front end outputs) + 2U for layer 1, head outputs), 3 bytes to
+    align the work words, and the work words (1 + cols rounded up to 4, halved) of the widest
+    FC input."""
     state = sum(m.units) + m.step_inputs
-    gates = max([6 * u for u in m.units] + [m.n_outputs])
-    scratch = (m.front_end.rows if m.front_end is not None else 0) + gates
-    return {"state": state, "scratch": scratch, "total": state + scratch}
+    gates = max([4 * u for u in m.units] + [m.n_outputs])
+    fcs = [m.head] + [f for g in m.layers for f in (g.gx, g.gh)]
+    if m.front_end is not None:
+        gates = max(gates, max(2 * m.units[0], m.front_end.rows) + 2 * m.units[0])
+        fcs.append(m.front_end)
+    work_words = 1 + ((max(f.cols for f in fcs) + 3) & ~3) // 2
+    scratch = gates + 3 + 4 * work_words
+    return {"state": state, "scratch": scratch, "total": state + scratch, "work_words": work_words}
 
 
 def model_h(prefix: str, m: Lowered, head: str) -> str:
@@ -187,13 +281,15 @@ def model_data(
 ) -> tuple[str, dict[str, Any]]:
     """model_c's text and its data report: ``flash_bytes`` (every const array: weights or
     block-sparse groups, biases, multipliers, shifts, tables, input quantization; the
-    tg_model_params struct itself is not counted), ``sha256`` of those bytes (little
-    endian, in the file's order, which is the order the DUT walks tg_model_params in,
-    firmware/dut/model_hash.h) and the per-layer weight ``storage``."""
-    g = _ModelC(prefix, sparse)
+    tg_model_params struct itself is not counted), ``sha256`` and ``sha256_dsp`` of those
+    bytes (little endian, in the file's order: the ``data_parts`` list the DUT hashes at
+    boot, firmware/dut/model_hash.h; the packed and block-sparse words differ between a
+    ``TG_USE_DSP`` build and a portable one, hence two) and the per-layer weight
+    ``storage``."""
+    g = _ModelC(prefix, sparse, buffer_bytes(m)["work_words"])
     text = _model_c(g, prefix, m, iq, head)
     return text, {"flash_bytes": g.data_bytes, "sha256": g.data_sha256.hexdigest(),
-                  "storage": g.storage}  # fmt: skip
+                  "sha256_dsp": g.data_sha256_dsp.hexdigest(), "storage": g.storage}  # fmt: skip
 
 
 def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str = "auto") -> str:
@@ -201,22 +297,25 @@ def model_c(prefix: str, m: Lowered, iq: dict[str, Any], head: str, sparse: str 
 
 
 def _model_c(g: _ModelC, prefix: str, m: Lowered, iq: dict[str, Any], head: str) -> str:
-    fe = (
-        g.fc("front_end", m.front_end)
-        if m.front_end is not None
-        else "{ { 0, 0, 0, 0, 0, 0, 0 }, 0, 0, 0, 0, 0 }"
-    )
+    fe = g.fc("front_end", m.front_end) if m.front_end is not None else "{ .kind = TG_FC_ROWS }"
     layers = [g.gru(i, layer) for i, layer in enumerate(m.layers, start=1)]
     head_fc = g.fc("head", m.head)
     softmax = g.table("softmax_exp", "int32_t", m.softmax_exp) if m.softmax_exp is not None else "0"
     g.array("int32_t", f"{prefix}_input_multiplier", np.asarray(iq["multiplier"]))
     g.arrays.append(_i64_array(f"{prefix}_input_bias", iq["bias"]))
     g.data_bytes += 8 * len(iq["bias"])
-    g.data_sha256.update(np.asarray([int(v) for v in iq["bias"]], "<i8").tobytes())
+    g._hash(np.asarray([int(v) for v in iq["bias"]], "<i8").tobytes())
+    g.parts.append(f"{prefix}_input_bias")
     gru = ",\n    ".join(f"[{i}] = {s}" for i, s in enumerate(layers))
+    parts = ",\n    ".join(f"{{ {n}, sizeof {n} }}" for n in g.parts)
     return f"""{head}#include "{prefix}_model.h"
 
 {chr(10).join(g.arrays)}
+/* every const array above, in order: what an integrity check hashes */
+static const tg_data_part {prefix}_data_parts[{len(g.parts)}] = {{
+    {parts}
+}};
+
 const tg_model_params {prefix}_model = {{
     .format_version = {prefix.upper()}_MODEL_FORMAT_VERSION,
     .channels = {m.channels},
@@ -237,7 +336,9 @@ const tg_model_params {prefix}_model = {{
     .input_multiplier = {prefix}_input_multiplier,
     .input_bias = {prefix}_input_bias,
     .input_shift = {int(iq["shift"])},
-    .input_zero_point = {int(iq["zero_point"])}
+    .input_zero_point = {int(iq["zero_point"])},
+    .data_parts = {prefix}_data_parts,
+    .n_data_parts = {len(g.parts)}
 }};
 """
 

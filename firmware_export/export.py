@@ -9,7 +9,8 @@
       engine/                    the hand-written engine sources
       files.json                 every file above with its sha256 and size, and model_data:
                                  flash/RAM bytes, the sha256 of the model data (what the DUT
-                                 hashes at boot) and each FC layer's weight storage decision
+                                 hashes at boot: sha256 for a portable build, sha256_dsp
+                                 for a TG_USE_DSP one) and each FC layer's weight storage
 
 Only files whose bytes changed are rewritten. Nothing carries a time. The export is
 atomic, as a stage's bundle writes are: when anything changed, the folder is copied to
@@ -155,6 +156,7 @@ def render(
         "sparse_rule": "block_sparse when its bytes < dense bytes (auto); never; always",
         "flash_bytes": data["flash_bytes"],
         "sha256": data["sha256"],
+        "sha256_dsp": data["sha256_dsp"],
         "ram_bytes": ram["total"],
         "state_bytes": ram["state"],
         "scratch_bytes": ram["scratch"],

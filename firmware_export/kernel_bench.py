@@ -13,9 +13,14 @@ instructions, not cycles):
   difference is the kernel (``tg_fc_layer_run`` and what it calls) without the
   benchmark's loop, argument set-up, call and return, which a step does not pay
   per MAC either (one call per layer). The overhead is reported beside it.
+- every element-wise op of the same steps (per GRU layer: the z/r ADD, the sigmoid
+  table, r ⊙ gh_h, the h̃ ADD, the tanh table, h − h̃, z ⊙ (h − h̃), the output ADD;
+  the head's SOFTMAX) on its real inputs, timed the same way.
 - whole model steps (``tg_model_step``: front end, GRU layers with their
   element-wise ops, head, softmax) chained over the same inputs from the zero
-  state, ``reps`` times.
+  state, ``reps`` times; and the same steps driven sample by sample through
+  ``tg_push_sample`` (after ``tg_reset``), whose extra instructions are the stream's
+  bookkeeping (count quantization, the ring of the last k samples, the stride).
 
 SysTick runs at the 25 MHz board clock: one tick is 40 instructions. A loop of a
 known instruction count (SUBS/BNE) is timed first and the run is refused if its
@@ -30,6 +35,12 @@ wrong kernel fails the run.
 one step (Σ rows·cols over the FC layers), whether the weights are stored dense
 or block-sparse, so the two storages compare on the same work.
 
+``step_parts``: where the instructions of one step go, per op kind (the FC layers by
+role, ADD, SUB, MUL, the sigmoid and tanh tables, SOFTMAX), each the sum of its calls
+in one step, and ``step glue``: the step's instructions less all of them (the calls
+themselves, argument set-up, the layer loop). The parts sum to ``step_instructions``;
+``stream_bookkeeping_per_step`` comes on top when samples are pushed.
+
     python -m firmware_export.kernel_bench --bundle B [--target m4 ...] [--sparse never|always ...]
 """
 
@@ -37,10 +48,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +101,7 @@ CORES = {
 }
 DEFAULT_CORES = ("m3", "m4", "m4-portable", "m7")
 SPARSE_MODES = ("never", "always")
+MISMATCH_KEYS = ("kernel_output_mismatches", "step_output_mismatches", "stream_output_mismatches")
 
 
 def fc_layers(model: Any) -> list[tuple[str, Any]]:
@@ -109,6 +122,42 @@ def build(firmware_dir: str | Path, prefix: str, core: str) -> Path:
                               options=c.make_options)  # fmt: skip
 
 
+# The element-wise ops of a GRU layer in tg_gru_step's order: (name, kind, KB_OP_* id,
+# input a, input b) with inputs named by the trace role whose (part of the) output they are.
+GATE_OPS = (
+    ("zr_add", "add", 0, ("gx", "zr"), ("gh", "zr")),
+    ("sigmoid", "sigmoid", 1, ("zr_add", "all"), None),
+    ("r_mul", "mul", 2, ("sigmoid", "r"), ("gh", "h")),
+    ("h_add", "add", 3, ("gx", "h"), ("r_mul", "all")),
+    ("tanh", "tanh", 4, ("h_add", "all"), None),
+    ("h_sub", "sub", 5, ("h_in", "all"), ("tanh", "all")),
+    ("z_mul", "mul", 6, ("sigmoid", "z"), ("h_sub", "all")),
+    ("out_add", "add", 7, ("tanh", "all"), ("z_mul", "all")),
+)
+OP_SOFTMAX = 15
+# step_parts rows: FC layers by role, then the element-wise op kinds
+PART_NAMES = {"front_end": "front-end FC", "gx": "gx FC", "gh": "gh FC", "head": "head FC",
+              "add": "ADD", "sub": "SUB", "mul": "MUL", "sigmoid": "sigmoid table",
+              "tanh": "tanh table", "softmax": "SOFTMAX"}  # fmt: skip
+
+
+def _part(v: np.ndarray, which: str, u: int) -> np.ndarray:
+    """A gate's slice of a GRU op output: [z | r | h] thirds of gx/gh, halves of sigmoid."""
+    return {"all": v, "zr": v[: 2 * u], "z": v[:u], "r": v[u : 2 * u], "h": v[2 * u :]}[which]
+
+
+@dataclass
+class Op:
+    """One element-wise op of a step as the benchmark times it."""
+
+    name: str  # e.g. gru1.zr_add, softmax
+    kind: str  # add, sub, mul, sigmoid, tanh, softmax
+    op: int  # 16 * layer + KB_OP_* (kernel_bench.c)
+    a: np.ndarray  # (steps, na) int8
+    b: np.ndarray  # (steps, nb) int8 (nb = 0 for one-input ops)
+    y: np.ndarray  # (steps, ny) int8, host engine
+
+
 @dataclass
 class Workload:
     """The inputs of a benchmark run and what the host engine computes from them."""
@@ -118,6 +167,8 @@ class Workload:
     layer_out: list[np.ndarray]  # per FC layer (steps, rows) int8, host engine
     y: np.ndarray  # (steps, n_outputs) int8 head outputs of the chained steps, host engine
     h: np.ndarray  # (sum of units,) int8 final states, host engine
+    ops: list[Op] = field(default_factory=list)  # element-wise ops, in step order
+    counts: np.ndarray | None = None  # (samples, C) int16 whose pushes run the same steps
 
 
 def _reference_counts(bundle: Any) -> np.ndarray:
@@ -137,11 +188,14 @@ def workload(bundle_dir: str | Path, fw: Path, prefix: str, steps: int) -> Workl
     bundle = Bundle.open(bundle_dir)
     prep = prepare(bundle)
     m = prep.model
-    xs = step_inputs(prep, _reference_counts(bundle))[:steps]
+    counts = _reference_counts(bundle)
+    xs = step_inputs(prep, counts)[:steps]
+    counts = counts[: (len(xs) - 1) * m.stride + 1]  # the samples whose pushes run xs
     eng = host.load(fw, prefix, m, debug=True)
     names = [n for n, _ in fc_layers(m)]
     ins: dict[str, list[np.ndarray]] = {n: [] for n in names}
     outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    op_io: dict[str, list[tuple[np.ndarray, ...]]] = {}
     h = [np.zeros(u, np.int8) for u in m.units]
     ys = []
     for x in xs:
@@ -153,20 +207,46 @@ def workload(bundle_dir: str | Path, fw: Path, prefix: str, steps: int) -> Workl
             ins["front_end"].append(x)
             outs["front_end"].append(tr["front_end"])
             t = tr["front_end"]
-        for i in range(len(m.layers)):
+        for i, u in enumerate(m.units):
             ins[f"gru{i + 1}_gx"].append(t)
             outs[f"gru{i + 1}_gx"].append(tr[f"layer{i + 1}.gx"])
             ins[f"gru{i + 1}_gh"].append(h[i])
             outs[f"gru{i + 1}_gh"].append(tr[f"layer{i + 1}.gh"])
+            role = {k: tr[f"layer{i + 1}.{k}"] for k, *_ in GATE_OPS} | {
+                "gx": tr[f"layer{i + 1}.gx"],
+                "gh": tr[f"layer{i + 1}.gh"],
+                "h_in": h[i],
+            }
+            for name, _, _, a, b in GATE_OPS:
+                io = (
+                    _part(role[a[0]], a[1], u),
+                    _part(role[b[0]], b[1], u) if b else np.zeros(0, np.int8),
+                    role[name],
+                )
+                op_io.setdefault(f"gru{i + 1}.{name}", []).append(io)  # fmt: skip
             t = tr[f"layer{i + 1}.out_add"]
         ins["head"].append(t)
         outs["head"].append(tr["head"])
+        if m.softmax_exp is not None:
+            op_io.setdefault("softmax", []).append((tr["head"], np.zeros(0, np.int8), y))
         ys.append(y)
         h = h_new
     stack = lambda v: np.ascontiguousarray(np.stack(v), np.int8)  # noqa: E731
+    ops = []
+    for i in range(len(m.units)):
+        for name, kind, k, _, _ in GATE_OPS:
+            io = op_io[f"gru{i + 1}.{name}"]
+            ops.append(Op(f"gru{i + 1}.{name}", kind, 16 * i + k,
+                          *(stack([v[j] for v in io]) for j in range(3))))  # fmt: skip
+    if "softmax" in op_io:
+        io = op_io["softmax"]
+        ops.append(
+            Op("softmax", "softmax", OP_SOFTMAX, *(stack([v[j] for v in io]) for j in range(3)))
+        )
     return Workload(x=stack(list(xs)), layer_in=[stack(ins[n]) for n in names],
                     layer_out=[stack(outs[n]) for n in names], y=stack(ys),
-                    h=np.concatenate(h).astype(np.int8))  # fmt: skip
+                    h=np.concatenate(h).astype(np.int8), ops=ops,
+                    counts=np.ascontiguousarray(counts, np.int16))  # fmt: skip
 
 
 def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
@@ -175,9 +255,16 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
     c = CORES[core]
     layers = fc_layers(model)
     steps = len(w.x)
+    counts = w.counts if w.counts is not None else np.zeros((0, model.channels), np.int16)
     head = np.array([MAGIC_IN, reps, steps, len(layers), SPIN], "<u4").tobytes()
     head += np.array([[f.rows, f.cols] for _, f in layers], "<u4").tobytes()
+    head += np.array([len(w.ops)], "<u4").tobytes()
+    for op in w.ops:
+        head += np.array([op.op, op.a.shape[1], op.b.shape[1], op.y.shape[1]], "<u4").tobytes()
+    head += np.array([len(counts)], "<u4").tobytes()
     body = w.x.tobytes() + b"".join(a.tobytes() for a in w.layer_in)
+    body += b"".join(op.a.tobytes() + op.b.tobytes() for op in w.ops)
+    body += bytes(-len(body) % 4) + counts.astype("<i2").tobytes()  # counts 4-byte aligned
     data = qemu.boot(elf, c.machine, "kb_in.bin", head + body, "kb_out.bin", timeout)
     u32 = lambda off: int(np.frombuffer(data, "<u4", 1, off)[0])  # noqa: E731
     if u32(0) != MAGIC_OUT or u32(4) != len(layers) or u32(8) != steps:
@@ -213,9 +300,29 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
     y = np.frombuffer(data, np.int8, steps * n_out, off + 4).reshape(steps, n_out)
     off += 4 + steps * n_out
     h = np.frombuffer(data, np.int8, len(w.h), off)
+    off += len(w.h)
     step_bad = int((y != w.y).sum() + (h != w.h).sum())
+    per_op: dict[str, Any] = {}
+    for op in w.ops:
+        t_op, t_empty = u32(off), u32(off + 4)
+        n = op.y.shape[1]
+        out = np.frombuffer(data, np.int8, steps * n, off + 8).reshape(steps, n)
+        off += 8 + steps * n
+        bad = int((out != op.y).sum())
+        mismatches += bad
+        per_op[op.name] = {
+            "kind": op.kind, "elements": n,
+            "instructions_per_call": round((t_op - t_empty) * ipt / calls, 1),
+            "overhead_per_call": round(t_empty * ipt / calls, 1),
+            "output_mismatches": bad,
+        }  # fmt: skip
+    t_push, ready = u32(off), u32(off + 4)
+    n_out = model.n_outputs
+    y_push = np.frombuffer(data, np.int8, steps * n_out, off + 8).reshape(steps, n_out)
+    stream_bad = int((y_push != w.y).sum()) + (0 if ready == steps else 1)
     macs = sum(f.rows * f.cols for _, f in layers)
     step_instr = t_steps * ipt / calls
+    parts = _step_parts(per_layer, per_op, step_instr)
     return {
         "core": c.name, "machine": c.machine, "cpu": c.cpu, "dsp": c.dsp,
         "kernel_instructions_per_step": round(kernel_total, 1),
@@ -223,11 +330,54 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
         "step_instructions": round(step_instr, 1),
         "step_instructions_per_mac": round(step_instr / macs, 3),
         "kernel_share_of_step": round(kernel_total / step_instr, 3),
+        "step_parts": parts,
+        "stream_bookkeeping_per_step": round((t_push - t_steps) * ipt / calls, 1),
         "layers": per_layer,
+        "ops": per_op,
         "kernel_output_mismatches": mismatches,
         "step_output_mismatches": step_bad,
+        "stream_output_mismatches": stream_bad,
         "instructions_per_tick": ipt,
     }  # fmt: skip
+
+
+def _step_parts(per_layer: dict[str, Any], per_op: dict[str, Any], step: float) -> dict[str, float]:
+    """Instructions of one step per op kind (PART_NAMES order), and the rest as step glue."""
+    sums: dict[str, float] = {}
+    for name, v in per_layer.items():
+        role = name.split("_", 1)[1] if name.startswith("gru") else name
+        sums[role] = sums.get(role, 0.0) + v["instructions_per_call"]
+    for v in per_op.values():
+        sums[v["kind"]] = sums.get(v["kind"], 0.0) + v["instructions_per_call"]
+    parts = {PART_NAMES[k]: round(sums[k], 1) for k in PART_NAMES if k in sums}
+    parts["step glue"] = round(step - sum(sums.values()), 1)
+    return parts
+
+
+CODE_CFLAGS = ("-std=c99", "-Os", "-mthumb", "-ffunction-sections", "-fdata-sections")
+
+
+def engine_code_bytes(firmware_dir: str | Path, core: str) -> dict[str, Any]:
+    """Flash bytes of the exported engine's code built for ``core``: text + data of each
+    engine object (``arm-none-eabi-gcc -Os`` with the board's CPU, ``-DTG_NO_DSP`` for a
+    portable build), before link-time garbage collection, as firmware_export.sizes counts
+    the M4's."""
+    from firmware_export.sizes import engine_sources
+
+    c = CORES[core]
+    fw = Path(firmware_dir)
+    flags = [*CODE_CFLAGS, f"-mcpu={c.cpu}", *(["-DTG_NO_DSP"] if c.portable else [])]
+    per: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="tg_kbench_code_") as tmp:
+        for src in engine_sources(fw):
+            obj = Path(tmp) / (src.stem + ".o")
+            subprocess.run([qemu.CC, *flags, f"-I{fw}", f"-I{fw / 'engine'}", "-c", str(src),
+                            "-o", str(obj)], check=True, capture_output=True, text=True)  # fmt: skip
+            out = subprocess.run(["arm-none-eabi-size", str(obj)], check=True,
+                                 capture_output=True, text=True).stdout  # fmt: skip
+            text, data = (int(v) for v in out.splitlines()[1].split()[:2])
+            per[src.stem] = text + data
+    return {"bytes": sum(per.values()), "by_object": per, "cflags": " ".join(flags)}
 
 
 def bench(
@@ -259,6 +409,7 @@ def bench(
                 r = run_elf(build(fw, prefix, c), c, model, w, reps)
                 r["sparse_mode"] = mode
                 r["weights"] = storage
+                r["engine_code"] = engine_code_bytes(fw, c)
                 runs.append(r)
     return {
         "method": "qemu-system-arm -icount shift=0 (1 instruction = 1 ns); SysTick at 25 MHz = "
@@ -295,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"firmware_export.kernel_bench: {type(e).__name__}: {reason}", file=sys.stderr)
         return 1
     print(json.dumps(rep, indent=1))
-    bad = sum(r["kernel_output_mismatches"] + r["step_output_mismatches"] for r in rep["runs"])
+    bad = sum(r[k] for r in rep["runs"] for k in MISMATCH_KEYS)
     return 0 if bad == 0 else 1
 
 

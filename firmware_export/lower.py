@@ -305,21 +305,23 @@ def zero_pattern(w: np.ndarray) -> str:
 SPARSE_MODES = ("auto", "never", "always")
 
 
-def choose_storage(f: Fc, mode: str) -> tuple[BlockSparse | None, dict[str, Any]]:
+def choose_storage(
+    f: Fc, mode: str, dense_bytes: int | None = None
+) -> tuple[BlockSparse | None, dict[str, Any]]:
     """Dense or block-sparse storage of one layer's weights, and the decision record.
 
     Rule ("auto"): block-sparse when its bytes (group counts + group indices + 4 int8
-    per kept group) are fewer than the dense rows·cols bytes, else dense. "never":
-    dense. "always": block-sparse whenever the layout allows (≤ MAX_GROUPS groups per
-    row). Bias, multipliers and shifts are the same either way. ``csr_bytes``
-    (int8 value + uint8 column index per nonzero, plus a uint8 count per row) is
-    recorded for comparison only.
+    per kept group) are fewer than the dense bytes (``dense_bytes``: what the dense
+    storage takes, rows·cols by default; the packed layout pads to 4-row blocks and
+    4-column groups), else dense. "never": dense. "always": block-sparse whenever the
+    layout allows (≤ MAX_GROUPS groups per row). ``csr_bytes`` (int8 value + uint8
+    column index per nonzero, plus a uint8 count per row) is recorded for comparison only.
     """
     if mode not in SPARSE_MODES:
         raise ValueError(f"sparse mode: expected one of {list(SPARSE_MODES)}, found {mode!r}")
     w = np.asarray(f.weights, np.int8)
     packed = pack_blocks(w)
-    dense_bytes = int(w.size)
+    dense_bytes = int(w.size) if dense_bytes is None else int(dense_bytes)
     nnz = int(np.count_nonzero(w))
     info: dict[str, Any] = {
         "rows": f.rows,
@@ -337,3 +339,162 @@ def choose_storage(f: Fc, mode: str) -> tuple[BlockSparse | None, dict[str, Any]
     info["stored"] = "block_sparse" if use else "dense"
     info["stored_bytes"] = packed.nbytes if use and packed is not None else dense_bytes
     return (packed if use else None), info
+
+
+# ----------------------------------------------------------------------------------
+# packed weights (tg_fc_packed_s8) and one-step requantization (tg_fc_rq)
+
+BLOCK = 4  # rows per block of the packed layout
+MAX_PACKED_COLS = 256  # the portable kernel's 24-bit lanes hold sum x (w + 128) up to here
+ACC_LIMIT = 1 << 22  # |bias + dot| of a requantized row: 256 acc stays below 2^30
+RQ_SHIFTS = (-22, -1)  # shifts tg_rq_apply takes (tg_requantize.h, tg_rq_fits)
+HALF = 1 << 30
+
+
+@dataclass
+class RowRq:
+    """tg_fc_rq of every row: y = sat8((smmlar(2 acc, mult, add) + sign(acc)) >> shift)."""
+
+    mult: np.ndarray  # (rows,) int32
+    add: np.ndarray  # (rows,) int32
+    shift: np.ndarray  # (rows,) int32
+    constant: np.ndarray  # (rows,) bool: the same output for every input
+
+    def padded(self, rows: int) -> RowRq:
+        n = rows - self.mult.size
+        pad = lambda a, v: np.concatenate([a, np.full(n, v, a.dtype)])  # noqa: E731
+        return RowRq(pad(self.mult, 0), pad(self.add, 1), pad(self.shift, 1),
+                     pad(self.constant, True))  # fmt: skip
+
+
+def dot_range(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least and greatest sum_c w[r, c] x[c] over all int8 inputs x, per row (int64)."""
+    w = np.asarray(w, np.int64)
+    pos, neg = np.where(w > 0, w, 0).sum(axis=1), np.where(w < 0, w, 0).sum(axis=1)
+    return -128 * pos + 127 * neg, 127 * pos - 128 * neg
+
+
+def _fc_out(f: Fc, acc: np.ndarray) -> np.ndarray:
+    y = ref.requantize(acc, f.mult.astype(np.int64), f.shift.astype(np.int64)) + f.output_offset
+    return np.clip(y, f.act_min, f.act_max)
+
+
+def one_step_rq(f: Fc) -> RowRq | None:
+    """The one-step requantization of every row, or None when a row is outside its ranges.
+
+    A row is constant when its output is the same at both ends of its accumulator range
+    (bias + dot_range; TFLM's requantization is monotone there as nothing wraps): it gets
+    mult 0, add 2 y + 1, shift 1. Any other row needs a multiplier in [2^30, 2^31), a
+    shift in [-22, -1] and |acc| < 2^22 over its range (tg_fc_rq's ranges).
+    """
+    lo_d, hi_d = dot_range(f.weights)
+    bias = f.bias.astype(np.int64)
+    lo, hi = bias + lo_d, bias + hi_d
+    shift = f.shift.astype(np.int64)
+    scale = np.int64(1) << np.maximum(shift, 0)
+    i32 = (np.int64(-(2**31)), np.int64(2**31 - 1))
+    no_wrap = (lo * scale >= i32[0]) & (hi * scale <= i32[1])
+    y_lo = _fc_out(f, np.clip(lo, *i32))
+    y_hi = _fc_out(f, np.clip(hi, *i32))
+    constant = no_wrap & (y_lo == y_hi)
+    ok = (
+        (f.mult >= HALF)
+        & (shift >= RQ_SHIFTS[0])
+        & (shift <= RQ_SHIFTS[1])
+        & (np.maximum(np.abs(lo), np.abs(hi)) < ACC_LIMIT)
+    )
+    if not np.all(constant | ok) or not -128 <= f.output_offset <= 127:
+        return None
+    e = -shift
+    add = np.where(constant, 2 * y_lo + 1, (1 << np.maximum(e - 1, 0)) + f.output_offset * (1 << e))
+    return RowRq(mult=np.where(constant, 0, f.mult).astype(np.int32), add=add.astype(np.int32),
+                 shift=np.where(constant, 1, e).astype(np.int32), constant=constant)  # fmt: skip
+
+
+@dataclass
+class Packed:
+    """A dense layer in tg_fc_packed_s8's layout, both word orders (TG_USE_DSP 1 / 0)."""
+
+    rows4: int
+    cols4: int
+    words_dsp: np.ndarray  # (rows4 * cols4 / 4,) uint32: block, group, row
+    words_portable: np.ndarray  # (rows4 * cols4 / 4,) uint32: block, column
+    bias_dsp: np.ndarray  # (rows4,) int32: 256 bias - 127 (even-column weights) - 32512 groups
+    bias_portable: np.ndarray  # (rows4,) int32: bias
+    rq: RowRq  # padded to rows4
+
+    @property
+    def nbytes(self) -> int:
+        """Flash bytes of the weights, one word order (the build holds one)."""
+        return int(self.words_dsp.nbytes)
+
+
+def _words(b: np.ndarray) -> np.ndarray:
+    """uint8 bytes (..., 4) as little-endian uint32 words."""
+    return (
+        np.ascontiguousarray(b, np.uint8).reshape(-1, 4).view("<u4").reshape(-1).astype(np.uint32)
+    )
+
+
+def pack_dense(f: Fc, rq: RowRq | None) -> Packed | None:
+    """f's weights in the packed layout, or None (too many columns, or no one-step rq)."""
+    if rq is None or f.cols > MAX_PACKED_COLS:
+        return None
+    rows4, cols4 = -(-f.rows // BLOCK) * BLOCK, -(-f.cols // BLOCK) * BLOCK
+    w = np.zeros((rows4, cols4), np.int8)
+    w[: f.rows, : f.cols] = f.weights
+    u = w.view(np.uint8)
+    even_cols, even_rows = u.copy(), u.copy()
+    even_cols[:, 0::2] ^= 0x80  # bytes 0 and 2 of a word of 4 columns hold w + 128
+    even_rows[0::2] ^= 0x80  # bytes 0 and 2 of a word of 4 rows hold w + 128
+    blocks = even_cols.reshape(rows4 // BLOCK, BLOCK, cols4 // BLOCK, BLOCK)  # (b, i, g, j)
+    words_dsp = _words(blocks.transpose(0, 2, 1, 3))  # word: row 4b+i, columns 4g..4g+3
+    by_col = even_rows.reshape(rows4 // BLOCK, BLOCK, cols4).transpose(0, 2, 1)  # (b, c, i)
+    words_portable = _words(by_col)  # word: column c, rows 4b..4b+3
+    pad = np.zeros(rows4, np.int64)
+    pad[: f.rows] = np.where(rq.constant, 0, f.bias)
+    even = w[:, 0::2].astype(np.int64).sum(axis=1)
+    bias_dsp = 256 * pad - 127 * even - 32512 * (cols4 // BLOCK)
+    return Packed(rows4=rows4, cols4=cols4, words_dsp=words_dsp, words_portable=words_portable,
+                  bias_dsp=bias_dsp.astype(np.int32), bias_portable=pad.astype(np.int32),
+                  rq=rq.padded(rows4))  # fmt: skip
+
+
+@dataclass
+class SparseArrays:
+    """A block-sparse layer in tg_fully_connected_sparse_s8's layout (TG_USE_DSP 1 / 0)."""
+
+    stream: np.ndarray  # uint8: per row its kept-group count n, then its n group numbers
+    values_dsp: np.ndarray  # (kept,) uint32: halfwords (w1 - 256 w0, w3 - 256 w2)
+    values_portable: np.ndarray  # (kept,) uint32: bytes w0, w1, w2, w3
+    rows_dsp: np.ndarray  # (rows, 4) int32: accumulator start, mult, add, shift
+    rows_portable: np.ndarray  # (rows, 4) int32
+    counts: np.ndarray  # (rows,) kept groups per row
+
+    def offsets(self, row: int) -> tuple[int, int]:
+        """Where row ``row`` starts in the group stream and in the values."""
+        n = int(self.counts[:row].sum())
+        return row + n, n
+
+
+def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
+    """The arrays of a block-sparse layer requantized in one step (rq)."""
+    stream: list[int] = []
+    at = 0
+    for n in s.group_count.astype(int):
+        stream += [n, *s.group_index[at : at + n].astype(int)]
+        at += n
+    v = s.values.astype(np.int64)  # (kept, 4)
+    lo, hi = (v[:, 1] - 256 * v[:, 0]) & 0xFFFF, (v[:, 3] - 256 * v[:, 2]) & 0xFFFF
+    bias = np.where(rq.constant, 0, f.bias).astype(np.int64)
+    even = np.asarray(f.weights, np.int64)[:, 0::2].sum(axis=1)  # kept groups hold them all
+    tail = np.stack([rq.mult, rq.add, rq.shift], axis=1).astype(np.int64)
+    rows = lambda start: np.concatenate([start[:, None], tail], axis=1).astype(np.int32)  # noqa: E731
+    return SparseArrays(
+        stream=np.asarray(stream, np.uint8),
+        values_dsp=(lo | (hi << 16)).astype(np.uint32),
+        values_portable=_words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32),
+        rows_dsp=rows(256 * bias - 32768 * even),
+        rows_portable=rows(bias),
+        counts=s.group_count.astype(np.int64),
+    )

@@ -6,9 +6,15 @@ own figures to ``B/reports/runtime_bench.json``), all measured in this run:
 - **Emulated Cortex-M** (``firmware_export.kernel_bench``; QEMU ``-icount
   shift=0``, so instructions, not cycles): instructions per model step and
   instructions per MAC of the matrix kernels (kernel instructions ÷ dense MACs)
-  on Cortex-M3 (portable C), Cortex-M4 built with and without the DSP (SMLAD)
-  path, and Cortex-M7, for the weights stored dense and block-sparse. Every kernel
-  output and every step output is compared with the host engine (tolerance 0).
+  on every core the benchmark runs (by default Cortex-M3 (portable C), Cortex-M4
+  built with and without the DSP path, and Cortex-M7), for the weights stored dense
+  and block-sparse; where each step's instructions go, per op kind (``step_parts``),
+  and the stream's bookkeeping per step; the engine's code bytes per core. Every
+  kernel, op, step and stream output is compared with the host engine (tolerance 0).
+- **Tracked figures** (``figures``): per core, the kernel instructions per MAC and
+  the step instructions (and per MAC) for dense and block-sparse weights, block-sparse
+  kernels ÷ dense kernels, the engine's code bytes; the engine's RAM (state + scratch
+  + stream struct + deepest stack).
 - **Host µs per step**, one bare loop each on the same step inputs: LiteRT built-in
   kernels and LiteRT with XNNPACK (``edge_runtime.bench``, whose whole report is
   also kept under ``runtime_bench``), the TFLM interpreter (``tflite_micro``) and the
@@ -242,7 +248,7 @@ def bench(
     kb = kernel_bench.bench(bundle_dir, cores or kernel_bench.DEFAULT_CORES, steps=steps,
                             reps=reps)  # fmt: skip
     bad = [(r["core"], r["sparse_mode"]) for r in kb["runs"]
-           if r["kernel_output_mismatches"] or r["step_output_mismatches"]]  # fmt: skip
+           if any(r[k] for k in kernel_bench.MISMATCH_KEYS)]  # fmt: skip
     if bad:
         raise BenchError(f"emulated engine differs from the host engine on {bad}")
 
@@ -265,6 +271,7 @@ def bench(
 
     memory = memory_routes(bundle_dir, prep, with_window)
     report = {
+        "figures": figures(kb, memory),
         "bundle": str(bundle_dir),
         "task": b.task,
         "host": {
@@ -288,11 +295,99 @@ def bench(
     return report
 
 
+def figures(kb: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
+    """The figures tracked from run to run, per core (whatever cores the benchmark ran)."""
+    per_core: dict[str, Any] = {}
+    for r in kb["runs"]:
+        d = per_core.setdefault(r["core"], {"cpu": r["cpu"], "dsp": r["dsp"]})
+        d["block_sparse" if r["sparse_mode"] == "always" else "dense"] = {
+            "kernel_instructions_per_mac": r["instructions_per_mac"],
+            "kernel_instructions_per_step": r["kernel_instructions_per_step"],
+            "step_instructions": r["step_instructions"],
+            "step_instructions_per_mac": r["step_instructions_per_mac"],
+            "stream_bookkeeping_per_step": r["stream_bookkeeping_per_step"],
+        }
+        d["engine_code_bytes"] = r["engine_code"]["bytes"]
+    for d in per_core.values():
+        if "dense" in d and "block_sparse" in d:
+            dense, sparse = d["dense"], d["block_sparse"]
+            d["block_sparse_over_dense"] = {
+                "kernels": round(
+                    sparse["kernel_instructions_per_step"] / dense["kernel_instructions_per_step"],
+                    3,
+                ),
+                "step": round(sparse["step_instructions"] / dense["step_instructions"], 3),
+            }
+    eng = memory["routes"]["tinygru_engine"]
+    return {
+        "dense_macs_per_step": kb["dense_macs_per_step"],
+        "per_core": per_core,
+        "engine_ram_bytes": eng["ram_bytes"],
+        "engine_ram_parts": eng["ram_parts"],
+    }
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def _core_label(run: dict[str, Any]) -> str:
+    return f"{run['cpu']}{'' if run['dsp'] else ' (portable)'}"
+
+
+def _parts_md(kb: dict[str, Any]) -> list[str]:
+    """Where a step's instructions go: per op kind, a column per core, each storage."""
+    lines: list[str] = []
+    for mode, label in (("never", "dense"), ("always", "block-sparse 1x4")):
+        runs = [x for x in kb["runs"] if x["sparse_mode"] == mode]
+        if not runs:
+            continue
+        parts = list(dict.fromkeys(k for x in runs for k in x["step_parts"]))
+        lines += ["", f"Where a step's instructions go, {label} weights (each op timed on its "
+                  "real inputs; step glue = the step less every op; the stream's bookkeeping "
+                  "comes on top when samples are pushed):", "",
+                  "| part | " + " | ".join(_core_label(x) for x in runs) + " |",
+                  "|---|" + "---:|" * len(runs)]  # fmt: skip
+        for k in parts:
+            cells = [f"{x['step_parts'][k]:,.0f}" if k in x["step_parts"] else "" for x in runs]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        rows = (
+            ("step", "step_instructions"),
+            ("stream bookkeeping", "stream_bookkeeping_per_step"),
+        )
+        for name, key in rows:
+            lines.append(f"| **{name}** | " + " | ".join(f"{x[key]:,.0f}" for x in runs) + " |")
+        lines.append("| engine code bytes | " + " | ".join(
+            f"{x['engine_code']['bytes']:,}" for x in runs) + " |")  # fmt: skip
+    return lines
+
+
+def _figures_md(f: dict[str, Any]) -> list[str]:
+    """The tracked figures as one table, a row per core."""
+    lines = ["## Tracked figures", "",
+             f"{f['dense_macs_per_step']} dense MACs per step; engine RAM (state + scratch + "
+             f"stream struct + deepest stack, Cortex-M4 -Os): {f['engine_ram_bytes']} bytes "
+             f"({', '.join(f'{k} {v}' for k, v in f['engine_ram_parts'].items())}).", "",
+             "| core | dense: kernel instr/MAC | dense: step instr | dense: step instr/MAC | "
+             "block-sparse: kernel instr/MAC | block-sparse ÷ dense (kernels) | "
+             "engine code bytes |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for core, d in f["per_core"].items():
+        dense, sparse = d.get("dense"), d.get("block_sparse")
+        ratio = d.get("block_sparse_over_dense", {}).get("kernels")
+        cells = [
+            f"{dense['kernel_instructions_per_mac']:.3f}" if dense else "",
+            f"{dense['step_instructions']:,.0f}" if dense else "",
+            f"{dense['step_instructions_per_mac']:.2f}" if dense else "",
+            f"{sparse['kernel_instructions_per_mac']:.3f}" if sparse else "",
+            f"{ratio:.2f}" if ratio is not None else "",
+            f"{d['engine_code_bytes']:,}",
+        ]
+        label = f"{core}: {d['cpu']}{'' if d['dsp'] else ' (portable)'}"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def render_md(r: dict[str, Any]) -> str:
@@ -301,6 +396,7 @@ def render_md(r: dict[str, Any]) -> str:
     lines = [
         f"# Benchmark: {r['bundle']} ({r['task']})",
         "",
+        *_figures_md(r["figures"]),
         "## Emulated Cortex-M (QEMU -icount: instructions, not cycles)",
         "",
         f"{kb['dense_macs_per_step']} dense MACs per step; {kb['steps']} real steps x "
@@ -316,6 +412,7 @@ def render_md(r: dict[str, Any]) -> str:
             f"{run['kernel_instructions_per_step']:,.0f} | {run['instructions_per_mac']:.2f} | "
             f"{run['step_instructions']:,.0f} | {run['kernel_share_of_step']:.0%} |"
         )
+    lines += _parts_md(kb)
     dense = {x["core"]: x for x in kb["runs"] if x["sparse_mode"] == "never"}
     sparse = {x["core"]: x for x in kb["runs"] if x["sparse_mode"] == "always"}
     common = [c for c in dense if c in sparse]

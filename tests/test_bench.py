@@ -39,8 +39,8 @@ def kb(engine_bm: Path) -> dict:
 def test_kernel_outputs_equal_the_host_engine(kb: dict) -> None:
     assert len(kb["runs"]) == 6
     for r in kb["runs"]:
-        assert r["kernel_output_mismatches"] == 0, (r["core"], r["sparse_mode"])
-        assert r["step_output_mismatches"] == 0, (r["core"], r["sparse_mode"])
+        for key in kernel_bench.MISMATCH_KEYS:
+            assert r[key] == 0, (key, r["core"], r["sparse_mode"])
         assert r["instructions_per_tick"] == qemu.INSTRUCTIONS_PER_TICK
         macs = sum(v["macs"] for v in r["layers"].values())
         assert macs == kb["dense_macs_per_step"]
@@ -50,6 +50,13 @@ def test_kernel_outputs_equal_the_host_engine(kb: dict) -> None:
         )
         # the matrix kernels are part of a step, so they take less than the step
         assert 0 < r["kernel_instructions_per_step"] < r["step_instructions"]
+        # where the step's instructions go: every op kind plus the step's glue, summing to
+        # the step (each part rounded to 0.1)
+        parts = r["step_parts"]
+        assert sum(parts.values()) == pytest.approx(r["step_instructions"], abs=0.1 * len(parts))
+        assert {"gx FC", "gh FC", "head FC", "ADD", "SUB", "MUL", "sigmoid table"} <= set(parts)
+        assert all(v["output_mismatches"] == 0 for v in r["ops"].values())
+        assert r["stream_bookkeeping_per_step"] > 0
 
 
 def test_dsp_path_executes_fewer_instructions_than_portable_c(kb: dict) -> None:
@@ -73,6 +80,7 @@ def test_a_wrong_kernel_output_is_caught(engine_bm: Path, tmp_path: Path) -> Non
     r = kernel_bench.run_elf(kernel_bench.build(fw, prefix, "m4"), "m4", model, w, 1)
     assert r["kernel_output_mismatches"] == 1
     assert r["step_output_mismatches"] == 1
+    assert r["stream_output_mismatches"] == 1  # the same step, run through tg_push_sample
 
 
 def test_pipeline_bench_writes_json_and_markdown(engine_bm: Path, tmp_path: Path) -> None:
@@ -100,7 +108,18 @@ def test_pipeline_bench_writes_json_and_markdown(engine_bm: Path, tmp_path: Path
         step["model_bytes"] / eng["model_bytes"], abs=0.006
     )
     assert "tflm_unrolled_window" not in mem["routes"]
+    # the tracked figures restate the runs and the memory route, per core
+    f = rep["figures"]
+    assert f["engine_ram_bytes"] == eng["ram_bytes"]
+    assert f["dense_macs_per_step"] == rep["emulated"]["dense_macs_per_step"]
+    for run in rep["emulated"]["runs"]:
+        d = f["per_core"][run["core"]]
+        key = "dense" if run["sparse_mode"] == "never" else "block_sparse"
+        assert d[key]["kernel_instructions_per_mac"] == run["instructions_per_mac"]
+        assert d[key]["step_instructions"] == run["step_instructions"]
+        assert d["engine_code_bytes"] == run["engine_code"]["bytes"] > 0
     md = (b / bench.REPORT_MD).read_text()
+    assert "## Tracked figures" in md and "Where a step's instructions go, dense" in md
     rows = [ln for ln in md.splitlines() if ln.startswith("|")]
     # header + separator + 2 storages on one core; header + separator + 1; host table;
     # memory table with two routes

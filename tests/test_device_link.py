@@ -84,7 +84,9 @@ def test_identity_and_model_description(m4: DeviceLink, bm: Path) -> None:
     assert info["quant"]["input_zero_point"] == iq["zero_point"]
     # the model data the firmware links, hashed by the firmware at boot, is the export's
     data = files_json(bm)["model_data"]
-    assert info["data_sha256"] == data["sha256"] and info["data_bytes"] == data["flash_bytes"]
+    want = data["sha256_dsp"] if info["data_dsp"] else data["sha256"]  # mps2-an386: DSP
+    assert info["data_dsp"] == 1 and info["data_sha256"] == want
+    assert info["data_bytes"] == data["flash_bytes"]
     assert info["data_boot_ticks"] > 0
     assert (info["model_id"], info["timestamp_mode"], info["baud"]) == (
         "basic_motions", "performance", 115200)  # fmt: skip
@@ -269,9 +271,17 @@ def _edit_model_c(src: Path, dst: Path, edit) -> Path:
 
 
 def _flip_one_weight(text: str) -> str:
-    """The sign of the first nonzero weight of the first weight array."""
+    """One weight of the first weight array changed: the sign of its first nonzero int8
+    weight (row-major), or the top bit of one byte of its first nonzero packed word (the
+    word orders of a packed layer: both under #if TG_USE_DSP, so the DSP one is edited)."""
     m = re.search(r"_weights\[\d+\] = \{\s*", text)
-    assert m, "no dense weight array in the model C"
+    assert m, "no weight array in the model C"
+    word = re.compile(r"0x([0-9a-f]{8})u")
+    if text.startswith("#if", m.end()):
+        w = word.search(text, m.end())
+        while int(w.group(1), 16) == 0:
+            w = word.search(text, w.end())
+        return text[: w.start()] + f"0x{int(w.group(1), 16) ^ 0x80:08x}u" + text[w.end() :]
     v = re.compile(r"-?\d+").search(text, m.end())
     while int(v.group(0)) == 0:
         v = re.compile(r"-?\d+").search(text, v.end())
@@ -282,7 +292,7 @@ def test_model_data_edited_after_the_export_is_refused(bm: Path, tmp_path: Path)
     """Issue: one weight's sign flipped in the exported model C, firmware rebuilt: the
     step model's sha256 (given at build) still matched and the check passed."""
     bad = _edit_model_c(bm, tmp_path / "bundle", _flip_one_weight)
-    want = files_json(bad)["model_data"]["sha256"]
+    want = files_json(bad)["model_data"]["sha256_dsp"]  # mps2-an386 is a DSP build
     with QemuBoard(elf_path(bad, "an386")) as q, DeviceLink(q.url) as dev:
         info = dev.info()
     assert info["sha256"] == hashlib.sha256((bm / "step_int8.tflite").read_bytes()).hexdigest()
@@ -326,12 +336,13 @@ def test_outputs_off_the_engine_fail_the_check(with_engine_outputs: Path, tmp_pa
     check passes, the outputs differ from engine_outputs.npz and the check fails."""
     from edge_runtime import check
 
-    def shift_gx_offset(text: str) -> str:
-        i = text.index(".gx = ")
+    def shift_zr_add_offset(text: str) -> str:
+        # the FC offsets are folded into the (hashed) requantization data; an ADD's are not
+        i = text.index(".zr_add = ")
         m = re.compile(r"\.output_offset = (-?\d+)").search(text, i)
         return text[: m.start(1)] + str(int(m.group(1)) + 9) + text[m.end(1) :]
 
-    bad = _edit_model_c(with_engine_outputs, tmp_path / "bundle", shift_gx_offset)
+    bad = _edit_model_c(with_engine_outputs, tmp_path / "bundle", shift_zr_add_offset)
     result = check.check_bundle(Bundle.open(bad), device="qemu:an386")
     ident = result.metrics["engine_identity"]
     assert ident["compared"] == 120 and ident["mismatches"] > 0, ident

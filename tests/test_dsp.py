@@ -1,8 +1,9 @@
-"""The Arm DSP branches of the FC kernels (SMLAD on sign-extended int8 pairs) equal the
-portable C path byte for byte: the Cortex-M4 build (mps2-an386, DSP) compiles them, the
-Cortex-M3 build (mps2-an385) and the host use plain C, and head outputs and final GRU
-states agree exactly on real windows, for dense and block-sparse weights. Tolerance 0:
-both paths sum the same integers in int32.
+"""The Arm DSP branches of the FC kernels equal the portable C path byte for byte: the
+Cortex-M4 build (mps2-an386, DSP) compiles them (SMLAD on halfword pairs, SMMLAR in the
+requantization, and the DSP word order of the packed weights), the Cortex-M3 build
+(mps2-an385) and the host use plain C and the portable word order, and head outputs and
+final GRU states agree exactly on real windows, for packed and block-sparse weights.
+Tolerance 0: both paths compute the same int32 accumulators and the same requantization.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from firmware_export.export import export, prepare
 
 N_WINDOWS = 12
 OBJDUMP = "arm-none-eabi-objdump"
-KERNELS = ("tg_fully_connected_s8.c", "tg_fully_connected_sparse_s8.c")
+KERNELS = ("tg_fc_packed_s8.c", "tg_fully_connected_sparse_s8.c")
 STRICT = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Werror", "-mthumb")
 
 MISSING = qemu.missing_tools() or (None if shutil.which(OBJDUMP) else f"{OBJDUMP} not found")
@@ -53,14 +54,14 @@ def test_m4_object_has_the_dsp_branch_and_m3_object_has_not(bm: Path, tmp_path, 
     source = Path(export(bm)["out"]) / "engine" / kernel
     m4 = disassemble(source, "cortex-m4", tmp_path)
     m3 = disassemble(source, "cortex-m3", tmp_path)
-    assert "smlad" in m4 and "sxtb16" in m4 and "sxtab16" in m4
-    assert "smlad" not in m3 and "sxtb16" not in m3
+    assert "smlad" in m4 and "sxtb16" in m4 and "smmlar" in m4
+    assert "smlad" not in m3 and "sxtb16" not in m3 and "smmlar" not in m3
 
 
 def test_m4_dsp_equals_host_equals_m3_dense(bm: Path) -> None:
     windows = Bundle.open(bm).load_npz("reference.npz")["x_counts"][:N_WINDOWS]
     result = export(bm)
-    assert "dense" in {w["stored"] for w in result["model_data"]["weights"].values()}
+    assert "packed" in {w["layout"] for w in result["model_data"]["weights"].values()}
     want_y, want_h = host_outputs(Path(result["out"]), result["prefix"], bm, windows)
     m4 = qemu.run(bm, "m4", windows)
     m3 = qemu.run(bm, "m3", windows)

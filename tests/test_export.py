@@ -15,6 +15,7 @@ from test_engine import make_bundle
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.tflite_reader import read_model
+from firmware_export import codegen
 from firmware_export.export import export
 from firmware_export.pattern import PatternError, match
 
@@ -75,11 +76,15 @@ def test_cli_prints_the_files_and_fails_in_one_line(bundle: Path, tmp_path: Path
 
 
 def test_format_version_mismatch_stops_the_build(bundle: Path, tmp_path: Path) -> None:
+    """Model data of another layout (version 1 had row-major weights only; 2 adds the
+    packed 4-row blocks and the one-step requantization) must not compile."""
+    assert codegen.FORMAT_VERSION == codegen.engine_format_version() == 2
     export(bundle, tmp_path, "har")
     header = tmp_path / "har_model.h"
     header.write_text(
         header.read_text().replace(
-            "#define HAR_MODEL_FORMAT_VERSION 1", "#define HAR_MODEL_FORMAT_VERSION 99"
+            f"#define HAR_MODEL_FORMAT_VERSION {codegen.FORMAT_VERSION}",
+            "#define HAR_MODEL_FORMAT_VERSION 99",
         )
     )
     cmd = [

@@ -11,6 +11,7 @@ allowed error is 0 everywhere.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ runtime = pytest.importorskip("tflite_micro").runtime
 from tensorflow.lite.python import schema_py_generated as fb  # noqa: E402
 
 from edge_runtime import tflm_ref as ref  # noqa: E402
-from firmware_export import cbuild  # noqa: E402
+from firmware_export import cbuild, lower  # noqa: E402
 
 TOLERANCE = 0  # bit-exact: any difference grows through the recurrence
 OP_NAMES = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
@@ -627,3 +628,207 @@ def test_litert_fc_rounds_once_where_tflm_rounds_twice() -> None:
     assert_exact(got, ref_rounding, "LiteRT reference kernels")
     got = run_litert(m.blob(), x, reference=False)[0].ravel()
     assert_exact(got, default_rounding, "LiteRT default kernels")
+
+
+# ----------------------------------------------------------------------------------
+# the model's FC kernels: packed 4-row blocks and block-sparse groups (tinygru.h), in the
+# layouts firmware_export.lower writes, with the one-step requantization (tg_fc_rq)
+
+
+class _FcParamsC(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in
+                ("batches", "rows", "cols", "input_offset", "output_offset", "act_min", "act_max")]  # fmt: skip
+
+
+class _SparseC(ctypes.Structure):
+    _fields_ = [("groups", ctypes.c_void_p), ("values", ctypes.c_void_p), ("rows", ctypes.c_void_p),
+                ("split_row", ctypes.c_int32), ("split_groups", ctypes.c_int32),
+                ("split_values", ctypes.c_int32)]  # fmt: skip
+
+
+class _LayerC(ctypes.Structure):
+    _fields_ = [("p", _FcParamsC), ("kind", ctypes.c_int32)] + [
+        (n, ctypes.c_void_p) for n in ("weights", "packed", "bias", "mult", "shift", "rq", "sparse")
+    ]
+
+
+def _fc_of(w, bias, mult, shift, zp_out, lo=-128, hi=127) -> lower.Fc:
+    rows, cols = w.shape
+    return lower.Fc(rows, cols, np.asarray(w, np.int8), np.asarray(bias, np.int32),
+                    np.broadcast_to(mult, (rows,)).astype(np.int32),
+                    np.broadcast_to(shift, (rows,)).astype(np.int32), int(zp_out), lo, hi)  # fmt: skip
+
+
+class _Layer:
+    """A tg_fc_layer over numpy arrays (kept alive here), host build: portable word order."""
+
+    def __init__(self, f: lower.Fc, sparse: bool) -> None:
+        rq = lower.one_step_rq(f)
+        assert rq is not None, "the layer is outside the one-step ranges"
+        self.keep: list = []
+        c = _LayerC()
+        c.p = _FcParamsC(1, f.rows, f.cols, 0, f.output_offset, f.act_min, f.act_max)
+        if sparse:
+            a = lower.sparse_arrays(f, lower.pack_blocks(f.weights), rq)
+            split = f.rows // 2
+            g_at, v_at = a.offsets(split)
+            s = _SparseC(self._p(a.stream), self._p(a.values_portable), self._p(a.rows_portable),
+                         split, g_at, v_at)  # fmt: skip
+            self.keep.append(s)
+            c.kind, c.sparse = 2, ctypes.addressof(s)
+        else:
+            pk = lower.pack_dense(f, rq)
+            rqa = np.stack([pk.rq.mult, pk.rq.add, pk.rq.shift], axis=1).astype(np.int32)
+            c.kind, c.packed = 1, self._p(pk.words_portable)
+            c.bias, c.rq = self._p(pk.bias_portable), self._p(rqa)
+        self.c = c
+        self.work = np.zeros(1 + ((f.cols + 3) & ~3) // 2, np.int32)
+
+    def _p(self, a: np.ndarray) -> int:
+        a = np.ascontiguousarray(a)
+        self.keep.append(a)
+        return a.ctypes.data
+
+    def rows(self, lib, x, first: int, end: int, reuse: bool = False) -> np.ndarray:
+        y = np.zeros(end - first, np.int8)
+        xp = None if reuse else np.ascontiguousarray(x, np.int8).ctypes.data
+        lib.tg_fc_layer_rows(ctypes.byref(self.c), ctypes.c_void_p(xp), ctypes.c_void_p(y.ctypes.data),
+                             ctypes.c_void_p(self.work.ctypes.data),
+                             ctypes.c_uint32(first | (end << 16)))  # fmt: skip
+        return y
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["packed", "block_sparse"])
+@pytest.mark.parametrize(
+    "per_channel, activation", [(True, None), (True, "relu"), (False, None), (False, "relu")]
+)
+def test_packed_and_sparse_fc_match_tflm(engine, per_channel, activation, sparse) -> None:
+    m = _fc_model(per_channel, activation)
+    fc = m.ops("FULLY_CONNECTED")[0]
+    inp, wt, bt, out = (int(i) for i in (*fc.inputs, fc.outputs[0]))
+    s_in, zp_in = m.scale_zp(inp)
+    s_out, zp_out = m.scale_zp(out)
+    w = m.data(wt)
+    mult, shift = ref.fc_multipliers(s_in, m.qparams(wt)[0], s_out)
+    lo, hi = ref.activation_range(fc.builtinOptions.fusedActivationFunction, s_out, zp_out)
+    f = _fc_of(w, ref.fold_input_zero_point(w, m.data(bt), zp_in), mult, shift, zp_out, lo, hi)
+    layer = _Layer(f, sparse)
+    rng = np.random.default_rng(13)
+    x = with_extremes(random_int8(rng, (64, 10)))
+    expected = run_tflm(m.blob(), x)[0]
+    got = np.stack([layer.rows(engine.lib, row, 0, f.rows) for row in x])
+    assert_exact(got, expected, f"C {'block-sparse' if sparse else 'packed'} FC")
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["packed", "block_sparse"])
+def test_row_ranges_with_a_reused_input_equal_the_whole_layer(engine, sparse) -> None:
+    """Rows [first, end) of a layer, any cut (blocks of 4 cut or not), the second call
+    reusing the work the first prepared (x = NULL), equal the reference on random layers
+    with pruned groups, short last groups and constant rows. Tolerance 0."""
+    rng = np.random.default_rng(17)
+    for rows, cols in ((1, 1), (6, 32), (13, 30), (96, 32), (9, 7), (24, 256)):
+        w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
+        g = -(-cols // 4)
+        drop = np.repeat(rng.random((rows, g)) < 0.6, 4, axis=1)[:, :cols]
+        w[drop] = 0
+        w[rows // 2] = 0  # a pruned row: its output is a constant
+        bias = rng.integers(-20000, 20000, rows).astype(np.int32)
+        mult, shift = ref.fc_multipliers(0.02, 2.0 ** rng.uniform(-14, -8, rows), 0.1)
+        f = _fc_of(w, bias, mult, shift, int(rng.integers(-128, 128)))
+        layer = _Layer(f, sparse)
+        x = random_int8(rng, (cols,))
+        want = f.run(x)
+        for cut in sorted({0, 1, rows // 2, (2 * rows) // 3, rows - 1}):
+            if not 0 < cut < rows:
+                continue
+            a = layer.rows(engine.lib, x, 0, cut)
+            b = layer.rows(engine.lib, None, cut, rows, reuse=True)
+            assert_exact(np.concatenate([a, b]), want, f"rows cut at {cut} of {rows}x{cols}")
+
+
+def _smlad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SMLAD's sum of products of the signed halfwords of two uint32 words (int64)."""
+    lo = lambda v: (v & 0xFFFF).astype(np.int64) - ((v & 0x8000) << 1).astype(np.int64)  # noqa: E731
+    hi = lambda v: lo(v >> 16)  # noqa: E731
+    return lo(a) * lo(b) + hi(a) * hi(b)
+
+
+def _sxtb16(v: np.ndarray) -> np.ndarray:
+    """SXTB16: bytes 0 and 2 sign-extended into the two halfwords."""
+    b0, b2 = (v & 0xFF).astype(np.int64), ((v >> 16) & 0xFF).astype(np.int64)
+    b0, b2 = np.where(b0 > 127, b0 - 256, b0), np.where(b2 > 127, b2 - 256, b2)
+    return ((b0 & 0xFFFF) | ((b2 & 0xFFFF) << 16)).astype(np.uint64)
+
+
+def test_dsp_word_orders_sum_to_256_times_the_accumulator() -> None:
+    """The DSP word orders (tinygru.h: tg_fc_packed_s8, tg_fully_connected_sparse_s8) do
+    the arithmetic the asm does, emulated in int64: SMLAD(w, P) + SMLAD(w & 0x00FF00FF, Q)
+    over a packed row, and SMLAD(d, SXTB16(v)) + SMLAD(n, v) over its kept groups, each from
+    the row's start value less the per-call input term, give 256 (bias + dot) exactly, on
+    every row of random layers and inputs with extreme values."""
+    rng = np.random.default_rng(19)
+    for rows, cols in ((8, 32), (5, 30), (12, 1), (4, 256)):
+        w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
+        w[:, 4:8] = 0
+        bias = rng.integers(-4000, 4000, rows).astype(np.int32)
+        f = _fc_of(w, bias, 1 << 30, -10, 0)
+        rq = lower.one_step_rq(f)
+        pk = lower.pack_dense(f, rq)
+        sp = lower.sparse_arrays(f, lower.pack_blocks(w), rq)
+        for x in (
+            random_int8(rng, (cols,)),
+            np.full(cols, -128, np.int8),
+            np.full(cols, 127, np.int8),
+        ):
+            want = 256 * (bias.astype(np.int64) + w.astype(np.int64) @ x.astype(np.int64))
+            x4 = np.zeros(pk.cols4, np.int64)
+            x4[:cols] = x
+            xw = (x4.reshape(-1, 4) & 0xFF) @ (1 << np.arange(0, 32, 8))  # uint32 words
+            xw = xw.astype(np.uint64)
+            p = _sxtb16(xw >> 8)  # (x1, x3)
+            a = (xw << 8) & 0xFF00FF00  # (256 x0, 256 x2)
+            q = (((a & 0xFFFF) - (p & 0xFFFF) + 127) & 0xFFFF) | (
+                (((a >> 16) - (p >> 16) + 127) & 0xFFFF) << 16)  # fmt: skip
+            s = 32768 * int(x4[0::2].sum())
+            words = pk.words_dsp.astype(np.uint64).reshape(pk.rows4 // 4, -1, 4)  # (b, g, i)
+            for r in range(rows):
+                wr = words[r // 4, :, r % 4]
+                acc = (
+                    int(pk.bias_dsp[r])
+                    - s
+                    + int(_smlad(wr, p).sum() + _smlad(wr & 0x00FF00FF, q).sum())
+                )
+                assert acc == want[r], ("packed", rows, cols, r)
+            d = xw ^ 0x00800080
+            dm = d & 0x00FF00FF
+            n = ((-(dm & 0xFFFF)) & 0xFFFF) | (((-(dm >> 16)) & 0xFFFF) << 16)
+            at = 0
+            for r in range(rows):
+                k = int(sp.stream[at])
+                gi = sp.stream[at + 1 : at + 1 + k].astype(np.int64)
+                v0 = int(sp.stream[:at].size) - r  # values before this row = indices before it
+                v = sp.values_dsp[v0 : v0 + k].astype(np.uint64)
+                at += 1 + k
+                acc = int(sp.rows_dsp[r, 0]) + int(
+                    _smlad(d[gi], _sxtb16(v)).sum() + _smlad(n[gi], v).sum()
+                )
+                assert acc == want[r], ("block-sparse", rows, cols, r)
+
+
+def test_one_step_rq_keeps_pruned_rows_constant_and_refuses_what_it_cannot_hold() -> None:
+    rng = np.random.default_rng(23)
+    w = rng.integers(-127, 128, (8, 16)).astype(np.int8)
+    w[3] = 0
+    bias = rng.integers(-9000, 9000, 8).astype(np.int32)
+    bias[3] = 1 << 30  # a pruned row's bias, its weight scale tiny
+    mult, shift = ref.fc_multipliers(0.02, 2.0 ** rng.uniform(-14, -8, 8), 0.1)
+    f = _fc_of(w, bias, mult, shift, 5)
+    rq = lower.one_step_rq(f)
+    assert rq is not None and rq.constant.tolist() == [i == 3 for i in range(8)]
+    assert (rq.mult[3], rq.shift[3]) == (0, 1)
+    assert (rq.add[3] - 1) // 2 == f.run(np.zeros(16, np.int8))[3]  # add = 2 y + 1
+    # a shift >= 0 (real multiplier >= 1/2) is outside tg_fc_rq's ranges: the layer keeps
+    # TFLM's two steps and row-major weights
+    assert (
+        lower.one_step_rq(_fc_of(w, bias, mult, np.where(np.arange(8) == 0, 1, shift), 5)) is None
+    )

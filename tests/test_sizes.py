@@ -66,8 +66,10 @@ def test_ram_matches_the_engine_buffer_queries(bm: Path, report: dict) -> None:
 def test_stack_follows_the_inference_call_chain(report: dict) -> None:
     s = report["stack"]
     path = s["tg_window"]["path"]
-    assert path[:3] == ["tg_window", "tg_push_sample", "tg_model_step"]
+    # tg_window runs tg_push_sample's body inlined (one frame less on the deepest path)
+    assert path[:2] == ["tg_window", "tg_model_step"]
     assert "tg_gru_step" in path
+    assert s["tg_push_sample"]["path"][:2] == ["tg_push_sample", "tg_model_step"]
     assert s["tg_window"]["bytes"] > s["tg_push_sample"]["bytes"] > 0
     assert set(s["unresolved"]) <= {"memset", "memmove", "memcpy"}
     assert s["bytes"] < 1024

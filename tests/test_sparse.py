@@ -107,8 +107,9 @@ def test_sparse_and_dense_exports_agree_and_equal_tflm(pruned: Path, tmp_path: P
     sparse = export(pruned, tmp_path / "sparse", "bm", sparse="always")
     auto = export(pruned, tmp_path / "auto", "bm")
     text = (tmp_path / "sparse" / "bm_model.c").read_text()
-    assert "tg_fc_sparse" in text and "_weights[" not in text
-    assert "tg_fc_sparse" not in (tmp_path / "dense" / "bm_model.c").read_text()
+    assert "tg_fc_sparse" in text and "TG_FC_PACKED" not in text and "TG_FC_ROWS" not in text
+    dense_text = (tmp_path / "dense" / "bm_model.c").read_text()
+    assert "tg_fc_sparse" not in dense_text and "TG_FC_SPARSE" not in dense_text
     d, s = dense["model_data"], sparse["model_data"]
     assert all(i["stored"] == "dense" for i in d["weights"].values())
     assert all(i["stored"] == "block_sparse" for i in s["weights"].values())

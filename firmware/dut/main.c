@@ -22,6 +22,7 @@
 #include "board.h"
 #include "model_hash.h"
 #include "protocol.h"
+#include "tinygru_kernels.h" /* TG_USE_DSP: which word order the model data holds */
 #include "timer.h"
 #include "uart.h"
 
@@ -187,6 +188,7 @@ static tgp_model_info info = {
     .profile = "tinygru-" TG_ENGINE_VERSION,
     .model_sha256 = DUT_SHA256,
     .data_sha256 = data_sha256,
+    .data_dsp = TG_USE_DSP,
     .engine_version = TG_ENGINE_VERSION,
     .target = DUT_TARGET,
     /* one string of key=value pairs; the formatter would split the string literals */

@@ -506,6 +506,8 @@ static void cmd_info(const tgp_state *p)
     put_u64(p, m->data_bytes);
     put_str(p, ",boot_ticks=");
     put_u64(p, m->data_ticks);
+    put_str(p, ",dsp=");
+    put_u64(p, m->data_dsp);
     put_str(p, "]\r\n");
     info_line(p, "engine", m->engine_version);
     info_line(p, "target", m->target);

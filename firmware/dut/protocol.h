@@ -36,6 +36,7 @@ typedef struct {
     const char *data_sha256;  /**< sha256 of the linked model data, computed at boot. */
     uint32_t data_bytes;      /**< bytes hashed into data_sha256. */
     uint64_t data_ticks;      /**< timer ticks the boot hash took. */
+    uint32_t data_dsp;        /**< 1: a TG_USE_DSP build (model_data.sha256_dsp applies). */
     const char *engine_version;
     const char *target;       /**< CPU / board, e.g. "cortex-m4/mps2-an386". */
     const char *quant;        /**< quantization summary, key=value,... */

@@ -34,6 +34,28 @@ void tg_debug_record(int32_t op_id, const int8_t *data, int32_t size)
     debug_used += size;
 }
 
+int32_t tg_debug_reserve(int32_t op_id, int32_t size)
+{
+    if (debug_count >= TG_DEBUG_ENTRIES || debug_used + size > TG_DEBUG_BYTES) {
+        return -1;
+    }
+    debug_id[debug_count] = op_id;
+    debug_offset[debug_count] = debug_used;
+    debug_size[debug_count] = size;
+    debug_used += size;
+    return debug_count++;
+}
+
+void tg_debug_fill(int32_t entry, int32_t at, const int8_t *data, int32_t size)
+{
+    if (entry < 0 || entry >= debug_count || at < 0 || at + size > debug_size[entry]) {
+        return;
+    }
+    for (int32_t i = 0; i < size; ++i) {
+        debug_data[debug_offset[entry] + at + i] = data[i];
+    }
+}
+
 int32_t tg_debug_count(void)
 {
     return debug_count;

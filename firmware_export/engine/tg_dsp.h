@@ -2,21 +2,15 @@
  * @file tg_dsp.h
  * @brief Helpers for the Arm DSP (SIMD32) branches of the int8 kernels.
  *
- * Only used under `#if TG_USE_DSP`; the portable C path of every kernel needs
- * nothing from here. TG_USE_DSP is 1 when the compiler targets a core with the DSP
- * extension (__ARM_FEATURE_DSP: Cortex-M4/M7/M33...) unless TG_NO_DSP is defined,
- * which forces the portable path (same outputs; for comparisons and benchmarks).
+ * Only used under `#if TG_USE_DSP` (tinygru_kernels.h); the portable C path of every
+ * kernel needs nothing from here.
  * A 32-bit word holds four int8 values b0..b3 (b0 in the low byte); "02" names the
  * int16 pair (b0, b2), "13" the pair (b1, b3).
  */
 #ifndef TG_DSP_H
 #define TG_DSP_H
 
-#if defined(__ARM_FEATURE_DSP) && !defined(TG_NO_DSP)
-#define TG_USE_DSP 1
-#else
-#define TG_USE_DSP 0
-#endif
+#include "tinygru_kernels.h"
 
 #if TG_USE_DSP
 

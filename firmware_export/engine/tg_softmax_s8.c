@@ -37,15 +37,19 @@ static int32_t one_over_one_plus_x(int32_t a)
 
 static int32_t count_leading_zeros(uint32_t x)
 {
-    int32_t n = 0;
     if (x == 0u) {
         return 32;
     }
+#if defined(__GNUC__)
+    return (int32_t)__builtin_clz(x); /* CLZ on Armv7-M; x != 0 here */
+#else
+    int32_t n = 0;
     while ((x & 0x80000000u) == 0u) {
         x <<= 1;
         ++n;
     }
     return n;
+#endif
 }
 
 void tg_softmax_s8(const int32_t exp_table[256], const int8_t *input, int8_t *output, int32_t rows,

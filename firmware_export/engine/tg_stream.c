@@ -8,6 +8,9 @@
 
 #include <string.h>
 
+#include "tg_requantize.h"
+#include "tg_scratch.h"
+
 static int32_t state_units(const tg_model_params *m)
 {
     int32_t n = 0;
@@ -24,13 +27,7 @@ int32_t tg_state_buffer_size(const tg_model_params *m)
 
 int32_t tg_scratch_buffer_size(const tg_model_params *m)
 {
-    int32_t gates = 0;
-    for (int32_t l = 0; l < m->n_layers; ++l) {
-        const int32_t need = 6 * m->gru[l].units;
-        gates = need > gates ? need : gates;
-    }
-    gates = m->n_outputs > gates ? m->n_outputs : gates;
-    return (m->has_front_end ? m->front_end.p.rows : 0) + gates;
+    return tg_gate_bytes(m) + 3 + 4 * tg_work_words(m); /* 3: room to align the work */
 }
 
 static int model_ok(const tg_model_params *m)
@@ -90,11 +87,10 @@ void tg_quantize_sample(const tg_model_params *m, const int16_t *counts, int8_t 
     }
 }
 
-tg_status tg_push_sample(tg_stream *s, const int16_t *counts, int8_t *out)
+/* One sample into the ring; 1 when a step runs now (t % stride == 0). Out of line: its
+ * locals are not held by the callers during the step. */
+static TG_NOINLINE int tg_ring_push(tg_stream *s, const int16_t *counts)
 {
-    if (s == 0 || s->model == 0 || counts == 0 || out == 0) {
-        return TG_ERROR_ARGUMENT;
-    }
     const tg_model_params *m = s->model;
     const int32_t c = m->channels;
     const int32_t keep = (m->kernel - 1) * c;
@@ -102,11 +98,25 @@ tg_status tg_push_sample(tg_stream *s, const int16_t *counts, int8_t *out)
     tg_quantize_sample(m, counts, s->ring + keep);
     const int run = (s->t % (uint32_t)m->stride) == 0u;
     s->t++;
-    if (!run) {
+    return run;
+}
+
+/* One sample, and a step when it is due (arguments checked by the caller). */
+static TG_INLINE tg_status tg_push(tg_stream *s, const int16_t *counts, int8_t *out)
+{
+    if (!tg_ring_push(s, counts)) {
         return TG_OK;
     }
-    tg_model_step(m, s->ring, s->h, out, s->scratch);
+    tg_model_step(s->model, s->ring, s->h, out, s->scratch);
     return TG_OUTPUT_READY;
+}
+
+tg_status tg_push_sample(tg_stream *s, const int16_t *counts, int8_t *out)
+{
+    if (s == 0 || s->model == 0 || counts == 0 || out == 0) {
+        return TG_ERROR_ARGUMENT;
+    }
+    return tg_push(s, counts, out);
 }
 
 tg_status tg_window(tg_stream *s, const int16_t *counts, int32_t n_samples, int8_t *out)
@@ -117,7 +127,7 @@ tg_status tg_window(tg_stream *s, const int16_t *counts, int32_t n_samples, int8
     tg_status status = TG_OK;
     tg_reset(s);
     for (int32_t i = 0; i < n_samples; ++i) {
-        if (tg_push_sample(s, counts + i * s->model->channels, out) == TG_OUTPUT_READY) {
+        if (tg_push(s, counts + i * s->model->channels, out) == TG_OUTPUT_READY) {
             status = TG_OUTPUT_READY;
         }
     }

@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /** Layout version of tg_model_params; generated model data must carry the same. */
-#define TG_FORMAT_VERSION 1
+#define TG_FORMAT_VERSION 2
 /** Engine version (semantic). */
 #define TG_ENGINE_VERSION "0.1.0"
 /** Most GRU layers a model may have. */
@@ -56,41 +56,130 @@ typedef enum {
 /**
  * Block-sparse weights of one FULLY_CONNECTED layer.
  *
- * The columns of a row form groups of 4 (group g: columns 4g .. 4g+3; the last
- * group of a row may be shorter). Only groups holding a nonzero weight are kept.
- * Group count per row: {0, 255}.
+ * The columns of a row form groups of 4 (group g: columns 4g .. 4g+3; the last group of
+ * a row may be shorter; its missing columns weigh 0). Only groups holding a nonzero
+ * weight are kept. Each row is requantized in one step (tg_fc_rq).
  */
 typedef struct {
-    const uint8_t *group_count; /**< [rows] kept groups of each row. */
-    const uint8_t *group_index; /**< [sum of group_count] group numbers g, ascending,
-                                     row after row. */
-    const int8_t *values;       /**< [sum of group_count][4] weights of the kept groups;
-                                     entries past the last column are 0. */
+    const uint8_t *groups;  /**< Row after row: the row's kept-group count n (Range: {0,
+                                 255}), then its n group numbers g, ascending. */
+    const uint32_t *values; /**< One word per kept group, in the order of groups. TG_USE_DSP
+                                 = 1: halfwords (w1 - 256 w0, w3 - 256 w2); 0: bytes w0,
+                                 w1, w2, w3 (w_j: the weight of column 4g+j). */
+    const int32_t *rows;    /**< [rows][4]: the accumulator start, then mult, add, shift as
+                                 in tg_fc_rq. The start is the bias (TG_USE_DSP = 0) or
+                                 256 bias - 32768 (sum of the row's even-column weights). */
+    int32_t split_row;      /**< A row where callers start a row range (TG_ROWS), and */
+    int32_t split_groups;   /**< its offset in groups and */
+    int32_t split_values;   /**< its offset in values (other starts are found by walking). */
 } tg_fc_sparse;
+
+/**
+ * One-step requantization of one output row of a packed or block-sparse layer:
+ * y = clamp(tg_sat8((tg_smmlar(2 acc, mult, add) + (acc < 0 ? -1 : 0)) >> shift),
+ *           act_min, act_max),
+ * the TFLM double rounding with the output zero point folded into add (tg_requantize.h,
+ * tg_rq_apply). A row whose output is the same for every input (all its weights 0, or a
+ * multiplier too small to move it) has mult 0, add 2 y + 1, shift 1.
+ */
+typedef struct {
+    int32_t mult;  /**< Range: 0 or [2^30, 2^31 - 1]. */
+    int32_t add;   /**< 2^(shift - 1) + output zero point 2^shift. */
+    int32_t shift; /**< Range: {1, 22}. */
+} tg_fc_rq;
+
+/** How the weights of a tg_fc_layer are stored. */
+enum {
+    TG_FC_ROWS = 0,   /**< weights [rows][cols] row-major; bias, mult, shift as TFLM's. */
+    TG_FC_PACKED = 1, /**< packed 4-row blocks (tg_fc_packed_s8); bias and rq. */
+    TG_FC_SPARSE = 2  /**< block-sparse groups (tg_fully_connected_sparse_s8). */
+};
 
 /** One FULLY_CONNECTED layer: sizes, offsets, clamp and constant data. */
 typedef struct {
     tg_fc_params p;             /**< batches = 1, rows, cols; input_offset = 0 (folded). */
-    const int8_t *weights;      /**< [rows][cols], symmetric int8; NULL when sparse is set. */
-    const int32_t *bias;        /**< [rows]: bias - input_zp * row sum of ALL weights. */
-    const int32_t *mult;        /**< [rows] multipliers. Range: [2^30, 2^31 - 1] or 0. */
-    const int32_t *shift;       /**< [rows] shifts. Range: {-31, 30}. */
-    const tg_fc_sparse *sparse; /**< Block-sparse weights, or NULL for dense weights. */
+    int32_t kind;               /**< TG_FC_ROWS, TG_FC_PACKED or TG_FC_SPARSE. */
+    const int8_t *weights;      /**< TG_FC_ROWS: [rows][cols], symmetric int8; else NULL. */
+    const uint32_t *packed;     /**< TG_FC_PACKED: see tg_fc_packed_s8; else NULL. */
+    const int32_t *bias;        /**< TG_FC_ROWS: [rows] bias - input_zp * row sum of ALL
+                                     weights; TG_FC_PACKED: [rows rounded up to 4]
+                                     accumulator starts (tg_fc_packed_s8); else NULL. */
+    const int32_t *mult;        /**< [rows] multipliers, or NULL. Range: [2^30, 2^31 - 1] or 0. */
+    const int32_t *shift;       /**< [rows] shifts, or NULL. Range: {-31, 30}. */
+    const tg_fc_rq *rq;         /**< TG_FC_PACKED: [rows rounded up to 4]; else NULL. */
+    const tg_fc_sparse *sparse; /**< TG_FC_SPARSE: the groups; else NULL. */
 } tg_fc_layer;
 
 /**
- * @brief int8 FULLY_CONNECTED over block-sparse weights.
- *
- * Same result as tg_fully_connected_s8 on the dense matrix the groups describe:
- * an omitted group is all zero and adds nothing to the int32 accumulator (with a
- * folded input zero point the bias holds the full dense row sum).
+ * Rows [first, end) of a layer, as one argument: first in bits 0..15, end in 16..31.
+ * Range: 0 <= first < end <= rows.
  */
-void tg_fully_connected_sparse_s8(const tg_fc_params *p, const int8_t *input, const tg_fc_sparse *w,
-                                  const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                                  int8_t *output);
+typedef uint32_t tg_rows;
+#define TG_ROWS(first, end) ((tg_rows)(first) | ((tg_rows)(end) << 16))
 
-/** @brief Run one layer, dense or block-sparse as its data says: y = fc(x). */
-void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y);
+/**
+ * Words of work an FC layer of cols inputs needs (tg_fc_layer_rows): one for the input's
+ * sum, then two per group of 4 inputs.
+ */
+#define TG_FC_WORK_WORDS(cols) (1 + (((cols) + 3) & ~3) / 2)
+
+/*
+ * The FC kernels below share one signature: layer, input, output, work, rows. They compute
+ * rows [first, end) (tg_rows) of y = fc(x), row r into y[r - first]. x is the layer's
+ * input, prepared into work (TG_FC_WORK_WORDS(cols) words, 4-byte aligned); x = NULL
+ * reuses the work an earlier call prepared from the same input (no other call in between
+ * wrote work).
+ */
+
+/**
+ * @brief int8 FULLY_CONNECTED over block-sparse weights (kind TG_FC_SPARSE).
+ *
+ * Same result as tg_fully_connected_s8 on the dense matrix the groups describe: an
+ * omitted group is all zero and adds nothing to the int32 accumulator. With TG_USE_DSP
+ * the kernel forms, per group of 4 inputs, d = the group's word with bytes 0 and 2 XOR
+ * 0x80 (x0 + 128, x1, x2 + 128, x3 as two halfwords) and n = -(d & 0x00FF00FF) per
+ * halfword, in work; for a kept word v, SMLAD(d, SXTB16(v)) + SMLAD(n, v) =
+ * 256 (w0 x0 + w1 x1 + w2 x2 + w3 x3) + 32768 (w0 + w2), whose constant the accumulator
+ * start removes: the sum is 256 (bias + dot). cols: {1, 1020}.
+ */
+void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                                  tg_rows rows);
+
+/**
+ * @brief int8 FULLY_CONNECTED over packed weights.
+ *
+ * Rows come in blocks of 4 (the last block padded with zero rows), columns in groups
+ * of 4 (the last padded with zero columns): cols4 = cols rounded up to 4. The weights
+ * are 32-bit words of 4 int8 (byte 0 lowest); bytes 0 and 2 of every word are stored
+ * XOR 0x80 (w + 128, unsigned), bytes 1 and 3 as they are. Two word orders, chosen at
+ * compile time by TG_USE_DSP:
+ * - TG_USE_DSP = 1 (SMLAD): block b, group g, row i: the word of columns 4g .. 4g+3 of
+ *   row 4b+i (byte j = column 4g+j). The kernel forms, per group, P = (x1, x3) and
+ *   Q = (256 x0 - x1 + 127, 256 x2 - x3 + 127) in work and accumulates
+ *   SMLAD(w, P) + SMLAD(w & 0x00FF00FF, Q) = 256 dot + 32768 (x0 + x2) + 127 (w0 + w2)
+ *   + 32512 per word (w0, w2: the row's weights of columns 4g and 4g+2). bias[r] is
+ *   256 bias - 127 (sum of the row's even-column weights) - 32512 cols4 / 4, so that the
+ *   sum is 256 (bias + dot) once 32768 (sum of the even-column inputs) is taken off.
+ * - TG_USE_DSP = 0 (SMLAL): block b, column c: the word of rows 4b .. 4b+3 (byte i =
+ *   row 4b+i). (w & 0xFF0000FF) as int32 is (w_0 + 128) + 2^24 w_3, the word rotated
+ *   by 16 gives (w_2 + 128) + 2^24 w_1: two 64-bit accumulators hold two rows each
+ *   (|sum x (w + 128)| < 2^23 for cols <= 256). bias[r] is the bias.
+ * The accumulator acc = bias + dot of a row is requantized by rq (tg_fc_rq).
+ *
+ * Kind TG_FC_PACKED; cols: {1, 256}. work[0] holds the input's sum term (32768 times the
+ * even-column sum, or 128 times the sum), work[1..] P and Q (TG_USE_DSP = 1).
+ */
+void tg_fc_packed_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work, tg_rows rows);
+
+/** @brief tg_fully_connected_s8 on a layer of kind TG_FC_ROWS (work: unused). */
+void tg_fc_rows_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work, tg_rows rows);
+
+/** @brief Rows of one layer, by the kernel of its kind (the FC kernels' signature). */
+void tg_fc_layer_rows(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
+                      tg_rows rows);
+
+/** @brief All rows of one layer: y = fc(x). work: TG_FC_WORK_WORDS(cols) words. */
+void tg_fc_layer_run(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work);
 
 /** One GRU layer (gate order z, r, h~; reset applied after the recurrent product). */
 typedef struct {
@@ -107,7 +196,15 @@ typedef struct {
     tg_mul_params z_mul;      /**< z (.) (h - h~). */
     tg_addsub_params out_add; /**< h' = h~ + z (.) (h - h~). */
     int32_t h_zero_point;     /**< int8 encoding of h = 0 (the reset state). */
+    int32_t work_words;       /**< The model's FC work words (tg_scratch_buffer_size): the
+                                   gates follow them in the step's scratch. */
 } tg_gru_params;
+
+/** One const array of a model's data: an integrity check hashes them in order. */
+typedef struct {
+    const void *data; /**< The array. */
+    uint32_t bytes;   /**< Its size in bytes. */
+} tg_data_part;
 
 /** A whole model: sizes, input quantization and pointers to const model data. */
 typedef struct {
@@ -126,6 +223,8 @@ typedef struct {
     const int64_t *input_bias;       /**< [C] B_c. */
     int32_t input_shift;             /**< S. Range: {1, 62}. */
     int32_t input_zero_point;        /**< Zero point of the int8 model input. */
+    const tg_data_part *data_parts;  /**< Every const array above, in the export's order. */
+    int32_t n_data_parts;            /**< Entries of data_parts. */
 } tg_model_params;
 
 /** Caller-owned streaming state (see tg_stream_init). */
@@ -140,7 +239,12 @@ typedef struct {
 /** @brief Bytes of state tg_stream_init needs: all GRU states plus the k*C ring. */
 int32_t tg_state_buffer_size(const tg_model_params *m);
 
-/** @brief Bytes of scratch one step needs (front end output, 6U per layer, head). */
+/**
+ * @brief Bytes of scratch one step needs: the FC layers' work words (TG_FC_WORK_WORDS of the
+ * widest input, 4-byte aligned inside the buffer whatever the buffer's own alignment), then
+ * the gates (4U for the widest layer, more for a front end wider than 2U: tg_gru_step), the
+ * head's output (classifier logits) in the same place.
+ */
 int32_t tg_scratch_buffer_size(const tg_model_params *m);
 
 /**
@@ -191,23 +295,34 @@ void tg_model_step(const tg_model_params *m, const int8_t *x, int8_t *h, int8_t 
 
 /**
  * @brief One GRU layer step; h is updated in place.
- * @param[in]     x       [input_size] int8 layer input.
- * @param[in,out] h       [units] state.
- * @param[in]     scratch 6 * units bytes.
+ * @param[in]     x    [input_size] int8 layer input.
+ * @param[in,out] h    [units] state.
+ * @param[in]     work p->work_words FC work words, then the gates: 4 * units bytes
+ *                     (tg_gru_step.c says how they are used); when x is the gates
+ *                     themselves (a front end output written there), max(2 units,
+ *                     input_size) + 2 units bytes.
  */
-void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int8_t *scratch);
+void tg_gru_step(const tg_gru_params *p, const int8_t *x, int8_t *h, int32_t *work);
 
 #if defined(TG_DEBUG)
 /** Debug builds: every op output of a step is recorded for a per-gate comparison. */
 void tg_debug_record(int32_t op_id, const int8_t *data, int32_t size);
+/** An entry of size bytes recorded now and filled later, in parts (an op computed in
+ *  parts); returns its number, or -1 when the recorder is full. */
+int32_t tg_debug_reserve(int32_t op_id, int32_t size);
+void tg_debug_fill(int32_t entry, int32_t at, const int8_t *data, int32_t size);
 void tg_debug_reset(void);
 int32_t tg_debug_count(void);
 /** Entry i (in op order): its TG_OP_* id, offset and size in tg_debug_data(). */
 int32_t tg_debug_entry(int32_t i, int32_t *offset, int32_t *size);
 const int8_t *tg_debug_data(void);
 #define TG_TRACE(id, data, size) tg_debug_record((id), (data), (size))
+#define TG_TRACE_RESERVE(var, id, size) const int32_t var = tg_debug_reserve((id), (size))
+#define TG_TRACE_FILL(var, at, data, size) tg_debug_fill((var), (at), (data), (size))
 #else
 #define TG_TRACE(id, data, size) ((void)0)
+#define TG_TRACE_RESERVE(var, id, size) ((void)0)
+#define TG_TRACE_FILL(var, at, data, size) ((void)0)
 #endif
 
 /** Op ids recorded by TG_TRACE; layers record theirs in layer order. */

@@ -28,6 +28,18 @@
 extern "C" {
 #endif
 
+/**
+ * 1 when the kernels use the Arm DSP extension (SIMD32: SMLAD, SMMLAR, ...): the compiler
+ * targets a core that has it (__ARM_FEATURE_DSP: Cortex-M4/M7/M33/M55) and TG_NO_DSP is
+ * not defined. TG_NO_DSP forces the portable C path (same outputs). It also selects the
+ * packed weight layout of the model data (tinygru.h, tg_fc_packed_s8).
+ */
+#if defined(__ARM_FEATURE_DSP) && !defined(TG_NO_DSP)
+#define TG_USE_DSP 1
+#else
+#define TG_USE_DSP 0
+#endif
+
 /** Sizes and quantization of one FULLY_CONNECTED layer. */
 typedef struct {
     int32_t batches;       /**< Input vectors per call. Range: {1, ...}. */
