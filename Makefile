@@ -60,7 +60,7 @@ format: setup ## apply ruff formatting and clang-format to the hand-written C
 	@.venv/bin/ruff format .
 	@$(CLANG_FORMAT) -i $(C_SOURCES)
 
-bench: setup ## stage figures, then per task one run -> reports/bench.json + .md: instr/step and /MAC on QEMU Cortex-M3/M4/M7, host µs/step, bytes and RAM per route
+bench: setup ## stage figures, then per task one run -> reports/bench.json + .md: instr/step and /MAC on every QEMU board (M0/M3/M4/M7/M33/M55/STM32F405), estimated cycles and ms/step, host µs/step, bytes and RAM per route
 	@$(PY) -m edge_runtime.summary $(addprefix $(BUILD)/,$(TASKS))
 	@for t in $(TASKS); do \
 	  echo "== $$t: bench (QEMU -icount: instructions, not cycles)"; \

@@ -737,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in cores:
             est = estimate_bundle(ns.bundle, c, ns.steps)
             if target is not None:
-                rate = target.sample_rate_hz or _bundle_rate(ns.bundle)
+                rate = target.sample_rate_hz or bundle_rate(ns.bundle)
                 est = with_clock(est, target.clock_hz, rate / est["stride"] if rate else None)
                 est["target_file"] = target.path
             rows.append(est)
@@ -751,7 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _bundle_rate(bundle_dir: str | Path) -> float | None:
+def bundle_rate(bundle_dir: str | Path) -> float | None:
+    """The bundle's sensor sample rate (manifest dataset.sample_rate), or None."""
     from edge_runtime.bundle import Bundle
 
     rate = Bundle.open(bundle_dir).manifest.get("dataset", {}).get("sample_rate")

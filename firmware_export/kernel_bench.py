@@ -1,4 +1,4 @@
-"""Instructions per MAC of the engine's matrix kernels on emulated Cortex-M3/M4/M7.
+"""Instructions per MAC of the engine's matrix kernels and its step on every emulated board.
 
 The ``kbench`` program of ``firmware/Makefile`` (``firmware/kbench/``, built with the
 board's support and the exported engine and model data) runs, under qemu-system-arm
@@ -99,7 +99,7 @@ CORES = {
     **{b.core: Core(b.core, b) for b in BOARDS},
     "m4-portable": Core("m4-portable", board("m4"), portable=True),
 }
-DEFAULT_CORES = ("m3", "m4", "m4-portable", "m7")
+DEFAULT_CORES = (*(b.core for b in BOARDS), "m4-portable")  # every board, table order
 SPARSE_MODES = ("never", "always")
 MISMATCH_KEYS = ("kernel_output_mismatches", "step_output_mismatches", "stream_output_mismatches")
 
@@ -169,6 +169,33 @@ class Workload:
     h: np.ndarray  # (sum of units,) int8 final states, host engine
     ops: list[Op] = field(default_factory=list)  # element-wise ops, in step order
     counts: np.ndarray | None = None  # (samples, C) int16 whose pushes run the same steps
+
+
+# The benchmark's input and output buffers (KB_MAX_IN, KB_MAX_OUT in kernel_bench.c): boards
+# with little RAM build smaller ones (their board.mk) and run fewer steps (fit_steps).
+BUFFER_BYTES = {"microbit": (7168, 3072), "netduinoplus2": (65536, 40960)}
+DEFAULT_BUFFER_BYTES = (98304, 65536)
+
+
+def io_bytes(model: Any, w: Workload) -> tuple[int, int]:
+    """The bytes kernel_bench.c reads and writes for ``w`` (its KB_MAX_IN/KB_MAX_OUT check)."""
+    steps = len(w.x)
+    n_in = w.x.nbytes + sum(a.nbytes for a in w.layer_in)
+    n_in += sum(op.a.nbytes + op.b.nbytes for op in w.ops)
+    n_in = (n_in + 3) // 4 * 4 + (w.counts.nbytes if w.counts is not None else 0)
+    n_out = 16 + sum(8 + o.nbytes for o in w.layer_out) + sum(8 + op.y.nbytes for op in w.ops)
+    n_out += 4 + w.y.nbytes + len(w.h) + 8 + steps * model.n_outputs
+    return n_in, n_out
+
+
+def fit_steps(model: Any, w: Workload, machine: str) -> int:
+    """The most steps of ``w`` whose buffers fit ``machine``'s benchmark build."""
+    cap_in, cap_out = BUFFER_BYTES.get(machine, DEFAULT_BUFFER_BYTES)
+    n_in, n_out = io_bytes(model, w)
+    steps = len(w.x)
+    per_in = -(-n_in // steps) + 4  # + alignment slack
+    per_out = -(-n_out // steps)
+    return max(1, min(steps, cap_in // per_in, cap_out // per_out))
 
 
 def _reference_counts(bundle: Any) -> np.ndarray:
@@ -271,10 +298,10 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
         raise RuntimeError(f"{c.machine}: bad output header {data[:12].hex()}")
     spin_ticks = u32(12)
     per_tick = 2 * SPIN / spin_ticks
-    if abs(per_tick - qemu.INSTRUCTIONS_PER_TICK) > 0.01 * qemu.INSTRUCTIONS_PER_TICK:
+    ipt = c.board.instructions_per_tick  # 1e9 / the board's SysTick clock (40 at 25 MHz)
+    if abs(per_tick - ipt) > 0.01 * ipt:
         raise RuntimeError(f"{c.machine}: the calibration loop gives {per_tick:.2f} instructions "
-                           f"per SysTick tick, expected {qemu.INSTRUCTIONS_PER_TICK}")  # fmt: skip
-    ipt = qemu.INSTRUCTIONS_PER_TICK
+                           f"per SysTick tick, expected {ipt:.2f}")  # fmt: skip
     off = 16
     per_layer: dict[str, Any] = {}
     mismatches = 0
@@ -337,7 +364,7 @@ def run_elf(elf: Path, core: str, model: Any, w: Workload, reps: int,
         "kernel_output_mismatches": mismatches,
         "step_output_mismatches": step_bad,
         "stream_output_mismatches": stream_bad,
-        "instructions_per_tick": ipt,
+        "instructions_per_tick": round(ipt, 4),
     }  # fmt: skip
 
 
@@ -404,19 +431,24 @@ def bench(
             res = export(bundle_dir, Path(tmp) / mode, sparse=mode)
             fw, prefix = Path(res["out"]), res["prefix"]
             storage = {k: v["stored"] for k, v in res["model_data"]["weights"].items()}
-            w = workload(bundle_dir, fw, prefix, steps)
+            loads = {steps: workload(bundle_dir, fw, prefix, steps)}
             for c in cores:
+                k = fit_steps(model, loads[steps], CORES[c].machine)
+                if k not in loads:
+                    loads[k] = workload(bundle_dir, fw, prefix, k)
+                w = loads[k]
                 r = run_elf(build(fw, prefix, c), c, model, w, reps)
+                r["steps"] = k
                 r["sparse_mode"] = mode
                 r["weights"] = storage
                 r["engine_code"] = engine_code_bytes(fw, c)
                 runs.append(r)
     return {
-        "method": "qemu-system-arm -icount shift=0 (1 instruction = 1 ns); SysTick at 25 MHz = "
-        "40 instructions per tick; kernel = tg_fc_layer_run calls minus the same loop calling "
+        "method": "qemu-system-arm -icount shift=0 (1 instruction = 1 ns); SysTick at the "
+        "board's clock (40 instructions per tick at 25 MHz); kernel = tg_fc_layer_run calls minus the same loop calling "
         "an empty function; instructions per MAC = kernel instructions per step / dense MACs "
         "per step; outputs compared with the host engine, tolerance 0",
-        "steps": int(len(w.x)),
+        "steps": steps,  # per run: "steps" (fewer where a board's RAM holds fewer)
         "reps": reps,
         "dense_macs_per_step": macs,
         "layers": {n: {"rows": f.rows, "cols": f.cols} for n, f in layers},

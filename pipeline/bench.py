@@ -57,6 +57,7 @@ STEP_FILE = contract.STEP_MODEL
 REPORT = "reports/bench.json"
 REPORT_MD = "reports/bench.md"
 RUNTIME_REPORT = "reports/runtime_bench.json"
+TARGETS_DIR = ROOT / "configs" / "targets"  # the chips whose clocks turn cycles into ms
 
 
 class BenchError(RuntimeError):
@@ -252,6 +253,7 @@ def bench(
     if bad:
         raise BenchError(f"emulated engine differs from the host engine on {bad}")
 
+    estimates = cycle_estimates(bundle_dir, [r["core"] for r in kb["runs"]])
     prep, xs = _step_inputs(bundle_dir)
     runtime = edge_bench.bench(b, seconds=seconds)
     gc_was = gc.isenabled()
@@ -271,7 +273,8 @@ def bench(
 
     memory = memory_routes(bundle_dir, prep, with_window)
     report = {
-        "figures": figures(kb, memory),
+        "figures": figures(kb, memory, estimates),
+        "cycles_estimate": estimates,
         "bundle": str(bundle_dir),
         "task": b.task,
         "host": {
@@ -295,7 +298,36 @@ def bench(
     return report
 
 
-def figures(kb: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
+def cycle_estimates(bundle_dir: str | Path, cores: list[str]) -> dict[str, Any]:
+    """Cycles per step ESTIMATED per board (firmware_export.cycles: the traced instruction
+    mix weighted by published timings), with ms per step and share of the sample period at
+    the clock of every configs/targets file whose board it is; and the method's errors on
+    the published cycle counts it is checked against."""
+    from edge_runtime import boards
+    from edge_runtime.targets import load_target
+    from firmware_export import cycles
+
+    targets = [load_target(p) for p in sorted(TARGETS_DIR.glob("*.toml"))]
+    rate = cycles.bundle_rate(bundle_dir)
+    rows = []
+    board_cores = {b.core for b in boards.BOARDS}  # not the portable builds of a DSP core
+    for core in dict.fromkeys(c for c in cores if c in board_cores):
+        est = cycles.estimate_bundle(bundle_dir, core)
+        est["at_targets"] = [
+            {k: v for k, v in cycles.with_clock(est, t.clock_hz, (t.sample_rate_hz or rate or 0)
+                                                / est["stride"] or None).items()
+             if k in ("clock_hz", "ms_per_step_estimate", "period_share_estimate")}
+            | {"target": t.name}
+            for t in targets if t.board is not None and t.board.core == core
+        ]  # fmt: skip
+        rows.append(est)
+    return {"label": cycles.LABEL, "method": cycles.METHOD, "rows": rows,
+            "validation": cycles.validate()}  # fmt: skip
+
+
+def figures(
+    kb: dict[str, Any], memory: dict[str, Any], estimates: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The figures tracked from run to run, per core (whatever cores the benchmark ran)."""
     per_core: dict[str, Any] = {}
     for r in kb["runs"]:
@@ -318,6 +350,15 @@ def figures(kb: dict[str, Any], memory: dict[str, Any]) -> dict[str, Any]:
                 ),
                 "step": round(sparse["step_instructions"] / dense["step_instructions"], 3),
             }
+    for est in (estimates or {}).get("rows", []):
+        d = per_core.get(est["core"])
+        if d is not None:
+            d["cycles_per_step_estimate"] = round(est["cycles_per_step_estimate"])
+            for t in est["at_targets"]:
+                d.setdefault("at_targets_estimate", {})[t["target"]] = {
+                    "ms_per_step": round(t["ms_per_step_estimate"], 4),
+                    "share_of_sample_period": round(t.get("period_share_estimate") or 0, 5),
+                }  # fmt: skip
     eng = memory["routes"]["tinygru_engine"]
     return {
         "dense_macs_per_step": kb["dense_macs_per_step"],
@@ -390,6 +431,31 @@ def _figures_md(f: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _cycles_md(est: dict[str, Any] | None) -> list[str]:
+    """The cycle estimate per board, times at the target files' clocks, and its validation."""
+    if not est:
+        return []
+    lines = ["", "## Cycles per step: an ESTIMATE (not measured)", "",
+             "| core | board | instr/step | cycles/step (estimate) | CPI (estimate) | "
+             "at target: ms/step, share of sample period (estimate) |",
+             "|---|---|---:|---:|---:|---|"]  # fmt: skip
+    for r in est["rows"]:
+        at = "; ".join(f"{t['target']}: {t['ms_per_step_estimate']:.3f} ms"
+                       + (f", {t['period_share_estimate']:.2%}"
+                          if t.get("period_share_estimate") else "")
+                       for t in r["at_targets"]) or "-"  # fmt: skip
+        lines.append(f"| {r['core']} | {r['board']} | {r['instructions_per_step']:,.0f} | "
+                     f"{r['cycles_per_step_estimate']:,.0f} | "
+                     f"{r['cycles_per_instruction_estimate']:.2f} | {at} |")  # fmt: skip
+    lines += ["", f"Method: {est['method']}.", "",
+              "| checked against (published) | core | published cycles | estimate | error |",
+              "|---|---|---:|---:|---:|"]  # fmt: skip
+    for c in est["validation"]:
+        lines.append(f"| {c['name']} | {c['core']} | {c['published_cycles']:g} | "
+                     f"{c['estimated_cycles']:.2f} | {c['error_percent']:+.1f}% |")  # fmt: skip
+    return lines
+
+
 def render_md(r: dict[str, Any]) -> str:
     """bench.json as Markdown tables."""
     kb = r["emulated"]
@@ -427,6 +493,7 @@ def render_md(r: dict[str, Any]) -> str:
             s = sparse[c]["step_instructions"] / dense[c]["step_instructions"]
             lines.append(f"| {dense[c]['cpu']}{'' if dense[c]['dsp'] else ' (portable)'} | "
                          f"{k:.2f} | {s:.2f} |")  # fmt: skip
+    lines += _cycles_md(r.get("cycles_estimate"))
     lines += ["", f"## Host µs per step ({r['host']['label']}, Python {r['host']['python']})", "",
               "| runtime | p50 µs | p95 µs | mean µs | steps | p50 ÷ engine |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -59,6 +59,26 @@ def test_kernel_outputs_equal_the_host_engine(kb: dict) -> None:
         assert r["stream_bookkeeping_per_step"] > 0
 
 
+def test_the_other_boards_run_the_benchmark_bit_identical(engine_bm: Path) -> None:
+    """The boards off the MPS2 map (own clocks, the micro:bit's 16 KB RAM): outputs equal
+    the host engine's (tolerance 0), SysTick read at each board's own clock (the
+    calibration loop inside run_elf must agree within 1 %), the steps cut to fit RAM."""
+    from edge_runtime import boards
+
+    cores = ("m0", "m33", "m55", "stm32f405")
+    rep = kernel_bench.bench(engine_bm, cores, ("never",), steps=STEPS, reps=1)
+    assert [r["core"] for r in rep["runs"]] == list(cores)
+    for r in rep["runs"]:
+        for key in kernel_bench.MISMATCH_KEYS:
+            assert r[key] == 0, (key, r["core"])
+        b = boards.board(r["core"])
+        assert r["instructions_per_tick"] == round(b.instructions_per_tick, 4)
+        assert 1 <= r["steps"] <= STEPS
+        assert 0 < r["kernel_instructions_per_step"] < r["step_instructions"]
+    m0 = rep["runs"][0]
+    assert not m0["dsp"] and m0["engine_code"]["cflags"].endswith("-mcpu=cortex-m0")
+
+
 def test_dsp_path_executes_fewer_instructions_than_portable_c(kb: dict) -> None:
     runs = {(r["core"], r["sparse_mode"]): r for r in kb["runs"]}
     for mode in ("never", "always"):
@@ -89,6 +109,16 @@ def test_pipeline_bench_writes_json_and_markdown(engine_bm: Path, tmp_path: Path
     b = tmp_path / "bm"
     shutil.copytree(engine_bm, b)
     rep = bench.bench(b, seconds=0.3, with_window=False, cores=("m4",), reps=1, steps=4)
+    # the cycle estimate: labelled, per board run, in ms at the M4 target file's clock
+    est = rep["cycles_estimate"]
+    assert est["label"] == "estimate" and [r["core"] for r in est["rows"]] == ["m4"]
+    (at,) = est["rows"][0]["at_targets"]
+    assert at["target"] == "cortex-m4-80mhz" and at["clock_hz"] == 80e6
+    cyc = est["rows"][0]["cycles_per_step_estimate"]
+    assert at["ms_per_step_estimate"] == pytest.approx(cyc / 80e6 * 1e3)
+    assert rep["figures"]["per_core"]["m4"]["cycles_per_step_estimate"] == round(cyc)
+    assert {c["core"] for c in est["validation"]} >= {"m0", "m3", "m4"}
+    assert "ESTIMATE (not measured)" in (b / bench.REPORT_MD).read_text()
     on_disk = json.loads((b / bench.REPORT).read_text())
     assert on_disk["emulated"]["runs"] == rep["emulated"]["runs"]
     runtime = json.loads((b / bench.RUNTIME_REPORT).read_text())

@@ -38,8 +38,12 @@
 #define KB_MAX_FC (2 + 2 * TG_MAX_LAYERS)
 #define KB_MAX_OPS (1 + 8 * TG_MAX_LAYERS)
 #define KB_MAX_HEAD (28 + 8 * KB_MAX_FC + 16 * KB_MAX_OPS)
+#ifndef KB_MAX_IN /* boards with little RAM set smaller buffers (board.mk) */
 #define KB_MAX_IN 98304
+#endif
+#ifndef KB_MAX_OUT
 #define KB_MAX_OUT 65536
+#endif
 
 enum { KB_EXIT_OPEN = 2, KB_EXIT_READ = 3, KB_EXIT_HEADER = 4, KB_EXIT_WRITE = 6 };
 
@@ -74,10 +78,11 @@ static uint32_t since(uint32_t start)
     return (start - now()) & SYST_MASK;
 }
 
-/* A counted loop of exactly 2 instructions per iteration (SUBS, BNE). */
+/* A counted loop of exactly 2 instructions per iteration (SUBS, BNE). Unified syntax: GCC
+ * reads inline assembly as divided syntax, where Thumb-1 (ARMv6-M) has no SUBS spelling. */
 static void spin(uint32_t n)
 {
-    __asm__ volatile("1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
+    __asm__ volatile(".syntax unified\n1: subs %0, %0, #1\n\tbne 1b" : "+r"(n) : : "cc");
 }
 
 /* Each element-wise op as tg_gru_step calls it (a, b: its inputs, y: its output), one
