@@ -70,7 +70,7 @@ def _run(*cmd: str, cwd: Path | None = None) -> str:
 def model_part(symbol: str, prefix: str) -> str:
     """Which flash part a model data symbol is."""
     name = symbol[len(prefix) + 1 :] if symbol.startswith(prefix + "_") else symbol
-    if name == "model":
+    if name in ("model", "data_parts"):  # the model's structure; the list of its hashed data
         return "descriptor"
     if name in ("input_multiplier", "input_bias"):
         return "input_quantization"
