@@ -25,6 +25,15 @@ import numpy as np
 from edge_runtime.metrics import roc_auc
 
 
+def device_threshold(thresholds: dict | None) -> float | None:
+    """The threshold an int8 chain (a device, the C engine, a Pi) flags at: the int8
+    chain's own ``anomaly_score_int8`` when the bundle has one, else the float model's
+    ``anomaly_score``; None for a classifier."""
+    th = thresholds or {}
+    value = th.get("anomaly_score_int8", th.get("anomaly_score"))
+    return None if value is None else float(value)
+
+
 def persistence_scores(x: np.ndarray) -> np.ndarray:
     """Naive baseline |x_t − x_{t−1}| (summed over channels), 0 at t = 0."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)

@@ -203,7 +203,7 @@ def _forecaster(
     forecast, scores = run(counts)
     th = m.get("thresholds") or {}
     zone = int(m["stages"]["train"]["config"].get("data", {}).get("zone", 100))
-    threshold = th.get("anomaly_score")
+    threshold = anomaly.device_threshold(th)
     warmup = int(th.get("anomaly_warmup_samples", 0))
     rep = anomaly.anomaly_report(
         scores, ref["labels"] > 0, zone=zone, threshold=threshold, ignore_first=warmup

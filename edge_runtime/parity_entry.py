@@ -174,7 +174,7 @@ class Reference:
             self.ref["series_counts"].astype(np.float64) * scale,
             self.ref["labels"].astype(np.int64),
             zone=int(m["stages"]["train"]["config"]["data"].get("zone", 100)),
-            threshold=th.get("anomaly_score"),
+            threshold=anomaly.device_threshold(th),  # int8 outputs: the int8 chain's threshold
             warmup=int(th.get("anomaly_warmup_samples", 0)),
         )
         return {**common, **entry}

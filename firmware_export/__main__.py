@@ -46,13 +46,15 @@ def main(argv: list[str] | None = None) -> int:
                             help="fail when the model data (weights, params, tables) is larger")  # fmt: skip
         parser.add_argument("--max-ram", type=int, metavar="BYTES",
                             help="fail when engine state + scratch is larger")  # fmt: skip
+        parser.add_argument("--target", metavar="FILE",
+                            help="a target file: fail when the model does not fit its budgets")  # fmt: skip
     ns = parser.parse_args(args)
     try:
         if command == "export":
             from firmware_export.export import export
 
             result = export(ns.bundle, ns.out, ns.prefix, sparse=ns.sparse,
-                            max_flash=ns.max_flash, max_ram=ns.max_ram)  # fmt: skip
+                            max_flash=ns.max_flash, max_ram=ns.max_ram, target=ns.target)  # fmt: skip
             print(json.dumps({"out": result["out"], "written": result["written"],
                               "unchanged": sorted(set(result["files"]) - set(result["written"]))}))  # fmt: skip
             return 0

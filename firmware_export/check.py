@@ -200,7 +200,7 @@ def check(
         report["forecast_mae_vs_float"] = float(np.abs(f_engine - ref["forecast"]).mean())
         x_phys = ref["series_counts"] * scale
         scores = anomaly.forecast_scores(x_phys, f_engine)
-        thr = (man.get("thresholds") or {}).get("anomaly_score")
+        thr = anomaly.device_threshold(man.get("thresholds"))
         rep = anomaly.anomaly_report(
             scores,
             ref["labels"] > 0,

@@ -143,7 +143,8 @@ def device_thresholds(task: str, backends: dict[str, dict[str, Any]]) -> dict[st
         "derivation": "quantize parity on the reference test series, over the host int8 "
         "backends (LiteRT built-in, LiteRT XNNPACK, TFLM): require_hit = every one hit; "
         "min_point_auc = lowest point AUC - 0.01; min_margin = 0.9 x lowest margin; "
-        "max_false_alarms = most false alarms at thresholds.anomaly_score",
+        "max_false_alarms = most false alarms at the int8 threshold (thresholds."
+        "anomaly_score_int8, else anomaly_score)",
     }
 
 

@@ -100,8 +100,13 @@ def sweep_figure(task: dict[str, Any]) -> list[Figure]:
             f"{task['name']}_sparsity.png",
             f"{metric.capitalize()} vs sparsity",
             f"Float model pruned and fine-tuned at each target (reports/prune.json sweep); "
-            f"test {metric}; the star is the deployed model.",
-            plots.sparsity_sweep(sw["rows"], sw.get("deployed")),
+            f"test {metric}; the star is the deployed model"
+            + (
+                f". Right: the choice on validation data, {sw['choice']['why']}."
+                if sw.get("choice")
+                else "."
+            ),
+            plots.sparsity_sweep(sw["rows"], sw.get("deployed"), sw.get("choice")),
         )
     ]
 

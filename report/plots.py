@@ -76,11 +76,21 @@ def per_class_f1(series: list[tuple[str, list[float | None]]], labels: list[str]
     return _png(fig)
 
 
-def sparsity_sweep(rows: list[dict[str, Any]], deployed: dict[str, Any] | None) -> bytes:
-    """Test metric vs achieved sparsity, one line per granularity; dense as a dashed line."""
+def sparsity_sweep(
+    rows: list[dict[str, Any]],
+    deployed: dict[str, Any] | None,
+    choice: dict[str, Any] | None = None,
+) -> bytes:
+    """Test metric vs achieved sparsity, one line per granularity; dense as a dashed line.
+    With the prune stage's ``choice``, a second panel: the validation score it compared,
+    the budget line and the chosen point."""
     dense = next((r for r in rows if r["granularity"] == "dense"), None)
     metric = rows[0]["metric"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=DPI)
+    if choice is not None and all(r.get("val_score") is not None for r in rows):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=DPI)
+        _choice_panel(bx, rows, choice)
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=DPI)
     grans = list(dict.fromkeys(r["granularity"] for r in rows if r["granularity"] != "dense"))
     for gran, marker in zip(grans, "os^vD", strict=False):
         pts = sorted((r["achieved"], r["test"]) for r in rows if r["granularity"] == gran)
@@ -147,3 +157,24 @@ def score_trace(
     axes[-1, 0].set_xlabel("sample")
     axes[-1, 1].set_xlabel("sample")
     return _png(fig)
+
+
+def _choice_panel(ax: Any, rows: list[dict[str, Any]], choice: dict[str, Any]) -> None:
+    """Validation score vs sparsity, the budget line and the chosen point (star)."""
+    pts = sorted((r["achieved"], r["val_score"]) for r in rows)
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(np.asarray(xs) * 100, ys, marker="o", color="tab:blue", label="validation")
+    dense, drop = choice["dense_val_score"], choice["max_val_drop"]
+    classifier = str(choice["score"]).startswith("validation macro-F1")
+    line = dense - drop if classifier else dense * (1 + drop / 100)
+    ax.axhline(line, color="tab:red", ls="--", lw=0.9, label=f"budget (max drop {drop:g})")
+    c = choice.get("chosen")
+    cx = 0.0 if c is None else float(c["achieved"])
+    cy = min(pts, key=lambda p: abs(p[0] - cx))[1]
+    ax.plot([100 * cx], [cy], marker="*", ms=14, color="tab:red", ls="none",
+            label="chosen" if c is not None else "chosen: dense")  # fmt: skip
+    ax.set_xlabel("sparsity of the pruned kernels (%)")
+    ax.set_ylabel("validation macro-F1 (points)" if classifier else "validation MAE")
+    ax.set_title("the choice, on validation data", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

@@ -205,7 +205,7 @@ def test_a_forecaster_has_no_argmax_agreement_and_says_why() -> None:
     """build_row on a forecaster's TFLM entry: agreement is n/a with its footnote; a
     non-null agreement for a forecaster is refused (it would be a wrong key)."""
     entry = {"hit": True, "margin": 5.5, "point_auc": 0.98, "window_auc": 0.54,
-             "argmax_agreement": None, "max_abs_err": 1.1, "rmse": 0.18, "l2r": 0.0025,
+             "threshold": 1.46, "false_alarms": 7, "detection_delay": 1, "argmax_agreement": None, "max_abs_err": 1.1, "rmse": 0.18, "l2r": 0.0025,
              "cosine": 0.99999, "model_bytes": 13792}  # fmt: skip
     doc = {"backends": {"tflm": entry}, "sizes": {"tflm_arena": {"bytes": 6176}},
            "timing": {"int8": {"us_per_step": {"tflm": 15.1}}}}  # fmt: skip

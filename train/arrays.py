@@ -22,7 +22,7 @@ from train.config import Config, parse_config
 from train.data import DataError, SensorData
 from train.data.registry import load_dataset
 from train.fit import augment_args, class_weights
-from train.forecast import fit_arrays, series_parts
+from train.forecast import fit_arrays, fit_length, series_parts
 
 
 @dataclass
@@ -43,6 +43,10 @@ class TrainingArrays:
     sample_weight: np.ndarray | None  # forecaster: 0 over each sequence's warm-up
     class_weight: dict[int, float] | None  # classifier with [train] class_weights
     augment: dict[str, Any] | None  # keyword arguments of train.fit.Augmented
+    # Forecaster: the training series as int16 counts and how many samples of each are
+    # fitted (the rest is its validation tail); None for a classifier.
+    series: list[np.ndarray] | None = None
+    n_fit: list[int] | None = None
 
 
 def load_data(cfg: Config, data_path: str | None = None) -> SensorData:
@@ -125,4 +129,6 @@ def _forecaster(
         y_test=u_test[None, 1:].astype(np.float32),
         class_weight=None,
         augment=None,
+        series=series,
+        n_fit=[fit_length(cfg, len(s)) for s in series],
     )
