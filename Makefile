@@ -26,6 +26,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own),"
 	@echo "             TARGET=configs/targets/NAME.toml (demo: the chip; default cortex-m4-80mhz),"
+	@echo "             CONFIG=configs/byo/NAME.toml (demo: the task's config, default configs/TASK.toml),"
 	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: sparsities har may deploy, sparsest within budget; none = dense),"
 	@echo "             FORCE=1 (demo: ignore the stage cache), ONLY=stage (demo: run one stage, e.g. ONLY=int8)"
 
@@ -34,7 +35,7 @@ setup: ## create .venv from pinned requirements and install Debian packages when
 	@scripts/ensure-venv.sh
 
 demo: setup ## every stage per task (train, prune, int8, parity, export, engine, firmware, mcu, check), then the report; cached per stage
-	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
+	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
 
 test: setup ## run the test suite (what CI runs)
 	@$(PY) -m pytest -q

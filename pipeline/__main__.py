@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_SWEEP}; 'none': the dense model)",
     )
     demo.add_argument(
+        "--config", help="stage config of the task (default configs/<task>.toml), e.g. for --data"
+    )
+    demo.add_argument(
         "--target",
         help=f"target file: board, clock, flash/RAM budgets, sensor rate (default {DEFAULT_TARGET})",
     )
@@ -110,6 +113,10 @@ def demo(ns: argparse.Namespace) -> int:
         load_target(target)
     except TargetError as e:
         print(f"pipeline: --target: {e}", file=sys.stderr)
+        return 2
+    config = Path(ns.config).absolute() if ns.config else None
+    if config is not None and not config.is_file():
+        print(f"pipeline: --config {ns.config}: no such file", file=sys.stderr)
         return 2
     if ns.only == "prune" and not PRUNED_TASKS & set(tasks):
         print(
@@ -148,7 +155,8 @@ def demo(ns: argparse.Namespace) -> int:
         }
         links = []
         for task in tasks:
-            stages = task_stages(task, build=build, data=data, sweep=ns.sweep, target=target)
+            stages = task_stages(task, build=build, data=data, sweep=ns.sweep, target=target,
+                                 config=config)  # fmt: skip
             names = [s.name for s in stages]
             if ns.only is not None and ns.only not in names:
                 links.append(stamped_link(stamps / task, names[-1]))

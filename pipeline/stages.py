@@ -68,6 +68,7 @@ def task_stages(
     data: Path | None = None,
     sweep: str | None = DEFAULT_SWEEP,
     target: Path | None = None,
+    config: Path | None = None,
     python: str = sys.executable,
 ) -> list[Stage]:
     """The stages of one task, in order, on the bundle ``build/<task>``.
@@ -80,7 +81,7 @@ def task_stages(
         raise ValueError(f"task {task!r}: use one of {', '.join(TASKS)}")
     bundle = build / task
     b = _shown(bundle)
-    config = ROOT / "configs" / f"{task}.toml"
+    config = config if config is not None else ROOT / "configs" / f"{task}.toml"
     data_args = ["--data", _shown(data)] if data is not None else []
     data_inputs = (data,) if data is not None else ()
     req = _requirements()
