@@ -626,6 +626,9 @@ def collect(bundle_dir: str | Path, target: Any = None) -> dict[str, Any]:
             "threshold": None
             if flt.get("threshold") is None
             else number(flt["threshold"], where, "backends.float.threshold"),
+            "threshold_int8": None
+            if tflm.get("threshold") is None
+            else number(tflm["threshold"], where, "backends.tflm.threshold"),
             "labelled": field(flt, ("labelled",), where),
             "peak_float": field(flt, ("peak",), where),
             "peak_tflm": field(tflm, ("peak",), where),

@@ -120,13 +120,15 @@ def sparsity_sweep(
 
 def score_trace(
     traces: list[tuple[str, np.ndarray]],
-    labelled: list[int],
-    threshold: float | None,
+    labelled: list[int] | None,
+    threshold: float | list[float | None] | None,
     warmup: int,
     zoom: int = 300,
 ) -> bytes:
     """Anomaly score over the test series, one row per trace: the whole series on the
-    left, ±``zoom`` samples around the labelled anomaly on the right."""
+    left, ±``zoom`` samples around the labelled anomaly (without labels: around the
+    highest score) on the right. ``threshold``: one for every trace, or one per trace."""
+    per = threshold if isinstance(threshold, list) else [threshold] * len(traces)
     fig, axes = plt.subplots(
         len(traces),
         2,
@@ -137,23 +139,24 @@ def score_trace(
         layout="constrained",
     )
     colors = ("tab:blue", "tab:green", "tab:purple")
-    for row, (name, scores), color in zip(axes, traces, colors, strict=False):
-        lo, hi = max(0, labelled[0] - zoom), min(len(scores), labelled[1] + 1 + zoom)
+    for row, (name, scores), color, thr in zip(axes, traces, colors, per, strict=False):
+        span = labelled if labelled is not None else [int(np.argmax(scores))] * 2
+        lo, hi = max(0, span[0] - zoom), min(len(scores), span[1] + 1 + zoom)
         for ax, (a, b) in zip(row, ((0, len(scores)), (lo, hi)), strict=True):
             ax.plot(np.arange(a, b), scores[a:b], lw=0.6, color=color, label=name)
-            ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.4,
-                       label="labelled anomaly")  # fmt: skip
+            if labelled is not None:
+                ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.4,
+                           label="labelled anomaly")  # fmt: skip
             if warmup > a:
                 ax.axvspan(a, warmup, color="0.6", alpha=0.25, label="warm-up (not scored)")
-            if threshold is not None:
-                ax.axhline(
-                    threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:.3g}"
-                )
+            if thr is not None:
+                ax.axhline(thr, color="k", ls="--", lw=0.8, label=f"threshold {thr:.3g}")
             ax.set_xlim(a, b)
             ax.grid(alpha=0.3)
         row[0].set_ylabel("score")
         row[0].legend(fontsize=7, loc="upper left")
-        row[1].set_title(f"around the anomaly (±{zoom})", fontsize=8)
+        where = "the anomaly" if labelled is not None else "the highest score"
+        row[1].set_title(f"around {where} (±{zoom})", fontsize=8)
     axes[-1, 0].set_xlabel("sample")
     axes[-1, 1].set_xlabel("sample")
     return _png(fig)

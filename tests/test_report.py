@@ -295,11 +295,13 @@ def test_the_anomaly_rows_and_trace_are_the_stages_figures(report) -> None:
     assert scores is not None
     labels = b.load_npz("reference.npz")["labels"] > 0
     zone = int(m["stages"]["train"]["config"]["data"].get("zone", 100))
-    got = anomaly_report(scores, labels, zone=zone, threshold=m["thresholds"]["anomaly_score"],
+    got = anomaly_report(scores, labels, zone=zone, threshold=m["thresholds"]["anomaly_score_int8"],
                          ignore_first=int(m["thresholds"].get("anomaly_warmup_samples", 0)))  # fmt: skip
     tflm = parity["backends"]["tflm"]
-    for k in ("peak", "hit", "margin", "point_auc", "window_auc", "false_alarms"):
+    for k in ("peak", "hit", "margin", "point_auc", "window_auc", "threshold", "false_alarms",
+              "detection_delay"):  # fmt: skip
         assert got[k] == tflm[k], (k, got[k], tflm[k])
+        assert rows["tflm"]["cells"][k if k != "peak" else "hit"] is not None
     assert [f["file"] for f in task["figures"]] == [f"{task['name']}_scores.png"]
 
 
