@@ -452,9 +452,9 @@ def render(result: CheckResult) -> str:
         p = f["parity_vs_float"]
         lines.append(
             f"  {f['samples']} samples: hit {f['hit']} (peak {f['peak']}), margin "
-            f"{f['margin']:.3f}, point AUC {f['point_auc']:.4f}, window AUC "
-            f"{f['window_auc']:.4f}, false alarms {f.get('false_alarms')}, forecast vs float "
-            f"max abs {p['max_abs_err']:.4g}"
+            f"{_fmt(f['margin'])}, point AUC {_fmt(f['point_auc'])}, window AUC "
+            f"{_fmt(f['window_auc'])}, false alarms {f.get('false_alarms')} (alarm events "
+            f"{f.get('alarm_events')}), forecast vs float max abs {p['max_abs_err']:.4g}"
         )
     if not result.marks:
         lines.append(
