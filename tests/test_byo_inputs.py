@@ -270,3 +270,19 @@ def test_forecaster_trains_on_a_single_series(tmp_path: Path, labels: bool) -> N
     else:
         assert rep["hit"] is None and rep["alarm_events"] >= 0
         assert len(ref["series_counts"]) == 500
+    # int8: the device's threshold from the int8 chains on the validation tail; every
+    # int8 row of the parity check flags at it, the float row at the float model's
+    from quantize.int8 import int8
+    from quantize.parity import check
+
+    int8(b.root, calibration_samples=200, arena=False, data_path=str(data))
+    th = Bundle.open(b.root).manifest["thresholds"]
+    assert th["anomaly_score_int8"] > 0
+    assert set(th["anomaly_score_int8_derivation"]["val_max"]) == {
+        "litert", "litert_xnnpack", "tflm",
+    }  # fmt: skip
+    be = check(b.root, progress=False)["backends"]
+    assert be["float"]["threshold"] == th["anomaly_score"]
+    for name in ("litert", "litert_xnnpack", "tflm"):
+        assert be[name]["threshold"] == th["anomaly_score_int8"]
+        assert (be[name]["hit"] is None) == (not labels)
