@@ -95,6 +95,7 @@ def forecast_entry(
         "forecast_mae": float(err.mean()),
         "forecast_max_abs_err": float(err.max()),
         **metrics.parity(ref_forecast, forecast),
+        "argmax_agreement": None,  # a forecaster has no classes, whatever its channel count
     }
 
 
