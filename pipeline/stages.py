@@ -129,8 +129,9 @@ def task_stages(
         ),
         stage(
             "engine",
-            [python, "-m", "firmware_export", "engine", "--bundle", b],
+            [python, "-m", "firmware_export", "engine", "--bundle", b, *target_args],
             _code("firmware_export", "edge_runtime"),
+            inputs=(target,),
         ),
         stage(
             "firmware",

@@ -256,8 +256,8 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--choose",
                              "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9",
                              "--target", target]  # fmt: skip
-    assert argv["export"][-2:] == ["--target", target]
-    assert ROOT / target in har[1].inputs and ROOT / target in har[4].inputs
+    assert argv["export"][-2:] == ["--target", target] == argv["engine"][-2:]
+    assert all(ROOT / target in har[i].inputs for i in (1, 4, 5))
     assert argv["mcu"] == [py, "-m", "firmware_export", "mcu", "--bundle", b,
                            "--target", "m4", "--target", "m3", "--report"]  # fmt: skip
     assert argv["firmware"][-1] == f"BUNDLE={tmp_path.resolve() / 'har'}"

@@ -82,7 +82,38 @@ def test_export_refuses_a_model_over_the_target(tmp_path: Path) -> None:
     with pytest.raises(ExportError) as e:
         export(b, target=t)
     msg = str(e.value)
-    assert "target tiny" in msg and "flash budget 100 B" in msg and "B over" in msg, msg
-    assert "\n" not in msg
     out = export(b, target=ROOT / "configs/targets/cortex-m4-80mhz.toml")
-    assert json.loads((Path(out["out"]) / "files.json").read_text())["model_data"]["flash_bytes"]
+    model = json.loads((Path(out["out"]) / "files.json").read_text())["model_data"]["flash_bytes"]
+    assert f"target tiny ({t}): flash budget 100 B" in msg, msg
+    assert f"need {model:,} B ({model - 100:,} B over)" in msg and "\n" not in msg, msg
+
+
+def test_engine_stage_refuses_model_and_engine_over_the_target(tmp_path: Path) -> None:
+    """The export counts the model data only; the engine stage counts what the budget holds
+    (Cortex-M4 objects: model data + engine code, and the stack): a chip whose flash
+    takes the model data but not the engine code passes the export and is refused there,
+    with the amount the objects measure; on a chip that holds both the fit is recorded."""
+    from firmware_export import sizes
+    from firmware_export.check import check
+    from firmware_export.export import ExportError, export
+    from tests.support import build_bundle
+
+    if sizes.missing_tools() is not None:
+        pytest.skip(sizes.missing_tools())
+    b = build_bundle("bm", str(tmp_path), "basic_motions.toml", {"epochs = 30": "epochs = 1"})
+    out = export(b)
+    fs = sizes.firmware_sizes(out["out"], out["prefix"])
+    model, total = fs["flash"]["model_data"], fs["flash"]["total"]
+    assert total > model  # the engine code
+    t = _target(tmp_path, model + 1)
+    t.write_text(t.read_text().replace("ram_bytes = 4096", "ram_bytes = 65536"))
+    export(b, target=t)  # the model data alone fits
+    with pytest.raises(ExportError) as e:
+        check(b, target=t)
+    msg = str(e.value)
+    assert f"flash budget {model + 1:,} B" in msg and f"({total - model - 1:,} B over)" in msg
+    assert "RAM" not in msg.split("(Cortex-M4")[0] and "\n" not in msg, msg
+    assert not (Path(b) / "reports" / "engine.json").exists()  # refused: nothing written
+    rep = check(b, target=ROOT / "configs/targets/cortex-m4-80mhz.toml")
+    assert rep["target_fit"]["flash_bytes"] == total
+    assert rep["target_fit"]["ram_bytes"] == fs["ram"]["total"] <= 65536
