@@ -15,6 +15,10 @@ firmware on QEMU included; then the figures are printed from the bundles' report
   640 utterances. The classes are the speakers, so a split by speaker is impossible:
   each utterance is its own group; test = the archive's TEST file (a later recording
   session, per its documentation), validation = every 5th TRAIN utterance per class.
+- ``italy_power``: ItalyPowerDemand, 1 channel, 24 hourly readings per day (1/3600 Hz),
+  2 classes (October-March vs April-September days), 67 TRAIN and 1,029 TEST days.
+  No recording ids: every day is its own group; test = the archive's TEST file,
+  validation = every 5th TRAIN day of each class.
 - ``ecg``: aeon's ``ecg-diff-count-3`` single-lead ECG (a TimeEval series), its first
   4,000 samples: one labelled anomalous run (samples 1560-1659; the anomaly figures
   score one labelled run per series, and the next starts at 6600).
@@ -41,6 +45,7 @@ OUT = ROOT / "build" / "byo"
 SETS = {  # name: (task, config, data file)
     "pickup_gesture": ("har", "configs/byo/pickup_gesture.toml", "pickup_gesture.npz"),
     "japanese_vowels": ("har", "configs/byo/japanese_vowels.toml", "japanese_vowels.npz"),
+    "italy_power": ("har", "configs/byo/italy_power.toml", "italy_power.npz"),
     "ecg": ("anomaly", "configs/byo/ecg.toml", "ecg.csv"),
     "daphnet": ("anomaly", "configs/byo/daphnet.toml", "daphnet.csv"),
 }
@@ -63,9 +68,10 @@ def read_ts(path: Path) -> tuple[np.ndarray, list[str]]:
     return np.stack(xs).astype(np.float32), ys
 
 
-def windows_npz(name: str, folder: str, stem: str) -> Path:
+def windows_npz(name: str, folder: str, stem: str, sample_rate: float | None = None) -> Path:
     """TRAIN + TEST of an archive set as windows: every series its own group; test = the
-    TEST file; validation = every 5th TRAIN series of each class."""
+    TEST file; validation = every 5th TRAIN series of each class; the sample rate in Hz
+    when the archive documents it."""
     d = aeon_data() / folder
     x_tr, y_tr = read_ts(d / f"{stem}_TRAIN.ts")
     x_te, y_te = read_ts(d / f"{stem}_TEST.ts")
@@ -84,6 +90,7 @@ def windows_npz(name: str, folder: str, stem: str) -> Path:
         groups=np.array([f"{name}-{i}" for i in range(n)]),
         split=np.array(split),
         labels=np.array(sorted(set(y_tr), key=lambda v: int(v) if v.isdigit() else v)),
+        **({} if sample_rate is None else {"sample_rate": np.float64(sample_rate)}),
     )
     return out
 
@@ -111,6 +118,8 @@ def convert(name: str) -> Path:
         return windows_npz(name, "PickupGestureWiimoteZ", "PickupGestureWiimoteZ_eq")
     if name == "japanese_vowels":
         return windows_npz(name, "JapaneseVowels", "JapaneseVowels_eq")
+    if name == "italy_power":
+        return windows_npz(name, "ItalyPowerDemand", "ItalyPowerDemand", 1 / 3600)
     if name == "ecg":
         # its first 4,000 samples: one labelled run (1560-1659) before the next (6600)
         return series_csv(name, aeon_data() / "UnitTest/ecg-diff-count-3_TEST.csv", True, 4000)
@@ -155,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             return rc
         results[name] = figures(build / task)
         print(json.dumps(results[name], indent=1), flush=True)
-    if results:
-        (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    if results:  # merged with the sets of earlier runs (--only runs one at a time)
+        path = OUT / "results.json"
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        path.write_text(json.dumps({**earlier, **results}, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
