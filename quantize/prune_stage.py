@@ -394,9 +394,17 @@ def choose(
         why = (f"dense deployed: no pruned point qualifies ({'; '.join(reasons) or 'no sweep'})"
                + ("" if target is None or dense_bytes <= target.flash_bytes
                   else f"; the dense model (~{dense_bytes:,} B) is over the target flash too"))  # fmt: skip
+    n_val = len(d.y_val)
+    coarse = task == "classification" and n_val > 0 and 100.0 / n_val > budget
+    if coarse:  # one window moves the score by more than the budget: say it, do not hide it
+        why += (f"; warning: validation has {n_val} windows, one window is worth ~"
+                f"{100.0 / n_val:.1f} points (> {budget:g}), so the choice cannot see a "
+                "smaller loss: check the test figures or give a larger validation part")  # fmt: skip
     choice = {
         "score": SCORE_NAMES[task],
         "dense_val_score": dense_score,
+        "val_windows": n_val,
+        "val_too_small": coarse,
         "max_val_drop": budget,
         "target": None if target is None else target.to_dict(),
         "order": "sparsest first; the first qualifying point is deployed",

@@ -117,3 +117,20 @@ def test_engine_stage_refuses_model_and_engine_over_the_target(tmp_path: Path) -
     rep = check(b, target=ROOT / "configs/targets/cortex-m4-80mhz.toml")
     assert rep["target_fit"]["flash_bytes"] == total
     assert rep["target_fit"]["ram_bytes"] == fs["ram"]["total"] <= 65536
+
+
+def test_a_validation_part_too_small_for_the_budget_is_named(trained: Path, tmp_path: Path) -> None:
+    """With fewer than 100 validation windows one window is worth more than 1 point: a
+    1-point budget cannot be resolved there, and the reason says so (ItalyPowerDemand's 12
+    validation days passed a 90 % point whose test accuracy fell 96.4 -> 88.5 %)."""
+    from train.arrays import training_arrays
+
+    n_val = len(training_arrays(Bundle.open(trained)).y_val)
+    assert n_val < 100  # the small BasicMotions bundle
+    b = _copy(trained, tmp_path / "b")
+    choice = choose(b, PruneSettings(**FAST), [0.8], max_val_drop=1.0)
+    assert choice["val_windows"] == n_val and choice["val_too_small"]
+    assert f"validation has {n_val} windows" in choice["why"]
+    assert Bundle.open(b).manifest["sparsity"]["why"] == choice["why"]
+    wide = choose(_copy(trained, tmp_path / "c"), PruneSettings(**FAST), [0.8], max_val_drop=100.0)
+    assert not wide["val_too_small"] and "warning" not in wide["why"]
