@@ -25,7 +25,8 @@ endif
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own),"
-	@echo "             TARGET=configs/targets/NAME.toml (demo: the chip; default cortex-m4-80mhz),"
+	@echo "             TARGET=configs/targets/NAME.toml (demo: the chip: clock and flash/RAM budgets that prune,"
+	@echo "             export and engine hold the model to, time per step in the report; default cortex-m4-80mhz),"
 	@echo "             CONFIG=configs/byo/NAME.toml (demo: the task's config, default configs/TASK.toml),"
 	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: sparsities har may deploy, sparsest within budget; none = dense),"
 	@echo "             FORCE=1 (demo: ignore the stage cache), ONLY=stage (demo: run one stage, e.g. ONLY=int8)"
