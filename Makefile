@@ -1,6 +1,7 @@
 # tinygru: one target per job, used the same way by people and CI.
 # `make help` lists them.
-# make demo prunes the activity model only: at 75% the anomaly forecaster kept
+# make demo prunes the activity model only (the sparsest point within the config's
+# [prune] max_val_drop and the target's flash): at 75% the anomaly forecaster kept
 # its hit but lost most of its margin (7.1 -> 2.5), see the quantize notes.
 
 SHELL := /bin/bash
@@ -24,7 +25,10 @@ endif
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: TASK=har|anomaly|all (demo, bench), DATA=file.npz|file.csv (demo, bring-your-own),"
-	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: har's accuracy-vs-sparsity sweep, the default; none skips it),"
+	@echo "             TARGET=configs/targets/NAME.toml (demo: the chip: clock and flash/RAM budgets that prune,"
+	@echo "             export and engine hold the model to, time per step in the report; default cortex-m4-80mhz),"
+	@echo "             CONFIG=configs/byo/NAME.toml (demo: the task's config, default configs/TASK.toml),"
+	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: sparsities har may deploy, sparsest within budget; none = dense),"
 	@echo "             FORCE=1 (demo: ignore the stage cache), ONLY=stage (demo: run one stage, e.g. ONLY=int8)"
 
 setup: ## create .venv from pinned requirements and install Debian packages when missing
@@ -32,7 +36,7 @@ setup: ## create .venv from pinned requirements and install Debian packages when
 	@scripts/ensure-venv.sh
 
 demo: setup ## every stage per task (train, prune, int8, parity, export, engine, firmware, mcu, check), then the report; cached per stage
-	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
+	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
 
 test: setup ## run the test suite (what CI runs)
 	@$(PY) -m pytest -q

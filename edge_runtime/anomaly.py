@@ -13,6 +13,9 @@ Definitions (scores: one value per sample, higher = more anomalous):
   alarms are events entirely outside the zone; the detection delay is the first
   sample above the threshold inside the zone minus the labelled start (None when
   none is).
+- without any labelled anomaly (a series brought without labels) only the peak and,
+  at a threshold, the alarm events are figures; hit, margin, AUCs, false alarms and
+  delay are None.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.metrics import roc_auc
+
+
+def device_threshold(thresholds: dict | None) -> float | None:
+    """The threshold an int8 chain (a device, the C engine, a Pi) flags at: the int8
+    chain's own ``anomaly_score_int8`` when the bundle has one, else the float model's
+    ``anomaly_score``; None for a classifier."""
+    th = thresholds or {}
+    value = th.get("anomaly_score_int8", th.get("anomaly_score"))
+    return None if value is None else float(value)
 
 
 def persistence_scores(x: np.ndarray) -> np.ndarray:
@@ -66,9 +78,15 @@ def anomaly_report(
     labels = np.asarray(labels).astype(bool)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-    if not labels.any():
-        raise ValueError("labels mark no anomaly")
     scores[:ignore_first] = 0.0
+    if not labels.any():
+        out: dict = {"labelled": None, "zone": None, "peak": int(np.argmax(scores)),
+                     "hit": None, "margin": None, "point_auc": None, "window_auc": None}  # fmt: skip
+        if threshold is not None:
+            out.update({"threshold": float(threshold),
+                        "alarm_events": len(_events(scores > threshold)),
+                        "false_alarms": None, "detection_delay": None})  # fmt: skip
+        return out
     idx = np.flatnonzero(labels)
     a0, a1 = int(idx[0]), int(idx[-1])
     z0, z1 = max(0, a0 - zone), min(len(scores) - 1, a1 + zone)
@@ -101,3 +119,15 @@ def anomaly_report(
             }
         )
     return out
+
+
+def describe(rep: dict) -> str:
+    """One line of an :func:`anomaly_report`'s figures (an unlabelled series: peak and alarms)."""
+    if rep.get("hit") is None:
+        alarms = "" if rep.get("alarm_events") is None else f", {rep['alarm_events']} alarm events"
+        return f"peak {rep['peak']} (no labelled anomaly){alarms}"
+    return (
+        f"peak {rep['peak']} (labelled {rep['labelled']}) hit={rep['hit']} "
+        f"margin {rep['margin']:.2f} point AUC {rep['point_auc']:.3f} "
+        f"window AUC {rep['window_auc']:.3f}"
+    )

@@ -220,7 +220,7 @@ def _forecaster(
     forecast, scores = run(counts)
     th = m.get("thresholds") or {}
     zone = int(m["stages"]["train"]["config"].get("data", {}).get("zone", 100))
-    threshold = th.get("anomaly_score")
+    threshold = anomaly.device_threshold(th)
     warmup = int(th.get("anomaly_warmup_samples", 0))
     rep = anomaly.anomaly_report(
         scores, ref["labels"] > 0, zone=zone, threshold=threshold, ignore_first=warmup
@@ -498,9 +498,9 @@ def render(result: CheckResult) -> str:
         p = f["parity_vs_float"]
         lines.append(
             f"  {f['samples']} samples: hit {f['hit']} (peak {f['peak']}), margin "
-            f"{f['margin']:.3f}, point AUC {f['point_auc']:.4f}, window AUC "
-            f"{f['window_auc']:.4f}, false alarms {f.get('false_alarms')}, forecast vs float "
-            f"max abs {p['max_abs_err']:.4g}"
+            f"{_fmt(f['margin'])}, point AUC {_fmt(f['point_auc'])}, window AUC "
+            f"{_fmt(f['window_auc'])}, false alarms {f.get('false_alarms')} (alarm events "
+            f"{f.get('alarm_events')}), forecast vs float max abs {p['max_abs_err']:.4g}"
         )
     ident = f.get("engine_identity")
     if ident is not None and ident.get("mismatches") is None:

@@ -95,6 +95,7 @@ def forecast_entry(
         "forecast_mae": float(err.mean()),
         "forecast_max_abs_err": float(err.max()),
         **metrics.parity(ref_forecast, forecast),
+        "argmax_agreement": None,  # a forecaster has no classes, whatever its channel count
     }
 
 
@@ -174,7 +175,7 @@ class Reference:
             self.ref["series_counts"].astype(np.float64) * scale,
             self.ref["labels"].astype(np.int64),
             zone=int(m["stages"]["train"]["config"]["data"].get("zone", 100)),
-            threshold=th.get("anomaly_score"),
+            threshold=anomaly.device_threshold(th),  # int8 outputs: the int8 chain's threshold
             warmup=int(th.get("anomaly_warmup_samples", 0)),
         )
         return {**common, **entry}

@@ -35,6 +35,9 @@ def train_lines(rep: dict) -> list[str]:
             f"(seeds {len(s['accuracy']['values'])}: accuracy {_pct(s['accuracy']['mean'])} "
             f"± {100 * s['accuracy']['std']:.2f})"
         ]
+    if t.get("hit") is None:  # a series without labelled anomaly
+        return [f"  float forecaster: peak {t['peak']} (no labelled anomaly), threshold "
+                f"{_num(t.get('threshold'))}, {t.get('alarm_events')} alarm events"]  # fmt: skip
     base = rep["baseline_persistence"]
     return [
         f"  float forecaster: peak {t['peak']} (labelled {t['labelled']}) hit={t['hit']}, "
@@ -46,17 +49,22 @@ def train_lines(rep: dict) -> list[str]:
 
 
 def parity_lines(rep: dict) -> list[str]:
+    alarms: list[str] = []
     lines = ["  backend          accuracy  macro-F1  agree  max|err|   RMSE      L2R     cosine"]
     for name, b in rep["backends"].items():
         if "accuracy" in b:
             head = f"{_pct(b.get('accuracy')):>9} {_num(b.get('macro_f1'), '.4f'):>9}"
         else:
             head = f"hit={b.get('hit')!s:5} margin {_num(b.get('margin'), '.2f'):>5}"
+            alarms.append(f"{name} {_num(b.get('threshold'))} ({b.get('false_alarms')} false "
+                          f"alarms, delay {b.get('detection_delay')})")  # fmt: skip
         lines.append(
             f"  {name:16s} {head} {_pct(b.get('argmax_agreement')):>7} "
             f"{_num(b.get('max_abs_err')):>8} {_num(b.get('rmse')):>8} "
             f"{_num(b.get('l2r')):>8} {_num(b.get('cosine'), '.6f'):>9}"
         )
+    if alarms:
+        lines.append("  thresholds (float model's; int8 chain's): " + ", ".join(alarms))
     s = rep.get("sizes", {})
     arena = (s.get("tflm_arena") or {}).get("bytes")
     lines.append(
@@ -85,6 +93,9 @@ def summarize(bundle: Path) -> list[str]:
     if not (bundle / "manifest.json").is_file():
         return [f"{bundle}: no bundle (run `make demo`)"]
     lines = [f"{bundle}:"]
+    sp = json.loads((bundle / "manifest.json").read_text()).get("sparsity") or {}
+    if sp.get("why"):
+        lines.append(f"  deployed model: {sp['why']}")
     for name, fn in (
         ("train.json", train_lines),
         ("parity.json", parity_lines),

@@ -1,6 +1,6 @@
 """``python -m firmware_export [export] --bundle B [--out DIR] [--prefix NAME]
 [--sparse auto|never|always] [--max-flash BYTES] [--max-ram BYTES]``
-``python -m firmware_export engine --bundle B [--prefix NAME]``
+``python -m firmware_export engine --bundle B [--prefix NAME] [--target FILE]``
 ``python -m firmware_export mcu --bundle B [--target m4|m3|m7 ...] [--windows N] [--report]``
 ``python -m firmware_export sizes --bundle B``
 ``python -m firmware_export cycles --bundle B [--target m4 ...] [--target-file T.toml] [--validate]``
@@ -46,19 +46,23 @@ def main(argv: list[str] | None = None) -> int:
                             help="fail when the model data (weights, params, tables) is larger")  # fmt: skip
         parser.add_argument("--max-ram", type=int, metavar="BYTES",
                             help="fail when engine state + scratch is larger")  # fmt: skip
+    parser.add_argument("--target", metavar="FILE",
+                        help="a target file: fail when the model does not fit its budgets "
+                        "(export: model data, state + scratch; engine: the Cortex-M4 objects, "
+                        "engine code and stack included)")  # fmt: skip
     ns = parser.parse_args(args)
     try:
         if command == "export":
             from firmware_export.export import export
 
             result = export(ns.bundle, ns.out, ns.prefix, sparse=ns.sparse,
-                            max_flash=ns.max_flash, max_ram=ns.max_ram)  # fmt: skip
+                            max_flash=ns.max_flash, max_ram=ns.max_ram, target=ns.target)  # fmt: skip
             print(json.dumps({"out": result["out"], "written": result["written"],
                               "unchanged": sorted(set(result["files"]) - set(result["written"]))}))  # fmt: skip
             return 0
         from firmware_export.check import check
 
-        report = check(ns.bundle, ns.out, ns.prefix)
+        report = check(ns.bundle, ns.out, ns.prefix, target=ns.target)
         print(json.dumps({k: report[k] for k in ("steps_compared", "mismatches", "windows")}))
         return 0 if report["mismatches"] == 0 else 1
     except Exception as e:  # noqa: BLE001 - the CLI contract: one line, non-zero exit

@@ -32,7 +32,7 @@ from edge_runtime.bundle import Bundle, BundleError, stage_writer
 from edge_runtime.interpreter import StepInterpreter
 from edge_runtime.parity_entry import Reference
 from edge_runtime.preprocess import quantize_counts
-from firmware_export.export import Prepared, export, prepare
+from firmware_export.export import ExportError, Prepared, export, prepare
 from firmware_export.lower import run_step
 
 STAGE = "firmware_export"
@@ -151,9 +151,22 @@ def _backend_entry(bundle: Bundle, eng: Engine, prep: Prepared, y: np.ndarray,
 
 
 def check(
-    bundle_dir: str | Path, out: str | Path | None = None, prefix: str | None = None
+    bundle_dir: str | Path,
+    out: str | Path | None = None,
+    prefix: str | None = None,
+    target: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Compare the engine with TFLM on every reference step; write engine_outputs.npz and reports/engine.json."""
+    """Compare the engine with TFLM on every reference step; write engine_outputs.npz and reports/engine.json.
+
+    ``target``: a microcontroller target file (:mod:`edge_runtime.targets`). Its budgets
+    hold the model and the engine, so they are checked here, on the Cortex-M4 objects:
+    flash = model data + engine code, RAM = state + scratch + ``tg_stream`` + deepest
+    stack. A model over either is refused (ExportError, one line naming the budget and
+    by how much) and nothing is written; the fit is recorded in ``reports/engine.json``.
+    """
+    from edge_runtime.targets import fit, load_target
+
+    tgt = load_target(target) if target is not None else None
     result = export(bundle_dir, out, prefix)
     bundle = Bundle.open(bundle_dir)
     prep = prepare(bundle)
@@ -200,7 +213,7 @@ def check(
         report["forecast_mae_vs_float"] = float(np.abs(f_engine - ref["forecast"]).mean())
         x_phys = ref["series_counts"] * scale
         scores = anomaly.forecast_scores(x_phys, f_engine)
-        thr = (man.get("thresholds") or {}).get("anomaly_score")
+        thr = anomaly.device_threshold(man.get("thresholds"))
         rep = anomaly.anomaly_report(
             scores,
             ref["labels"] > 0,
@@ -224,6 +237,17 @@ def check(
             "stack_path": fs["stack"]["tg_window"]["path"],
             "checks_ok": fs["checks"]["ok"],
         }
+        if tgt is not None and tgt.kind == "mcu":
+            need = {"flash_bytes": fs["flash"]["total"], "ram_bytes": fs["ram"]["total"]}
+            over = fit(tgt, need["flash_bytes"], need["ram_bytes"])
+            if over:
+                raise ExportError(
+                    "; ".join(over) + " (Cortex-M4 objects: model data + engine code in flash; "
+                    "state + scratch + tg_stream + stack in RAM)"
+                )
+            report["target_fit"] = {"target": tgt.name, "path": tgt.path, **need,
+                                    "flash_budget": tgt.flash_bytes,
+                                    "ram_budget": tgt.ram_bytes}  # fmt: skip
         model_bytes, ram_bytes = fs["flash"]["model_data"], fs["ram"]["total"]
         sizes_from = (
             "Cortex-M4 objects (arm-none-eabi-gcc -Os): model data object text + data (flash); "

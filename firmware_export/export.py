@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import contract
+from edge_runtime import anomaly, contract
 from edge_runtime.bundle import Bundle
 from edge_runtime.preprocess import InputQuant
 from edge_runtime.tflite_reader import read_model
@@ -115,7 +115,7 @@ def prepare(bundle: Bundle) -> Prepared:
         "state_zero_point": h0.zero_point[0],
         "y_scale": model.y_scale,
         "y_zero_point": model.y_zero_point,
-        "anomaly_threshold": (m.get("thresholds") or {}).get("anomaly_score"),
+        "anomaly_threshold": anomaly.device_threshold(m.get("thresholds")),
         "contract_sha256": bundle.contract_sha256,
     }
     return Prepared(data, hashlib.sha256(data).hexdigest(), graph, model, iq, config)
@@ -293,8 +293,14 @@ def export(
     sparse: str = "auto",
     max_flash: int | None = None,
     max_ram: int | None = None,
+    target: str | Path | None = None,
 ) -> dict[str, Any]:
     """Export a bundle; returns ``{"out": dir, "files": [...], "written": [...], "model_data"}``.
+
+    ``target``: a target file (:mod:`edge_runtime.targets`); a model whose data (flash)
+    or engine state + scratch (RAM) exceeds its budgets is refused, naming the budget and
+    by how much (the engine stage checks the Cortex-M4 objects, engine code and stack
+    included).
 
     ``sparse``: weight storage per FC layer (lower.choose_storage). ``max_flash`` /
     ``max_ram``: budgets in bytes; when exceeded nothing is written (ExportError). The
@@ -313,6 +319,13 @@ def export(
     out_dir = Path(out) if out is not None else bundle.root / contract.FIRMWARE_DIR
     files, report = render(bundle, prep, prefix, sparse)
     check_budgets(report, max_flash, max_ram)
+    if target is not None:
+        from edge_runtime.targets import fit, load_target
+
+        t = load_target(target)
+        over = fit(t, int(report["flash_bytes"]), int(report["ram_bytes"]))
+        if over:
+            raise ExportError("; ".join(over) + " (model data; state + scratch)")
     listing = [
         {"path": k, "sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)}
         for k, v in sorted(files.items())

@@ -488,8 +488,8 @@ def _main_report(bundle_dir: str, targets: list[str], n_windows: int | None) -> 
             reports.append(r)
             e = r["backend"]
             fig = (f"accuracy {e['accuracy']:.4f}, agreement {e['argmax_agreement']:.4f}"
-                   if "accuracy" in e else f"hit {e['hit']}, margin {e['margin']:.3f}, "
-                   f"point AUC {e['point_auc']:.4f}")  # fmt: skip
+                   if "accuracy" in e else f"hit {e['hit']}, margin {_g(e['margin'])}, "
+                   f"point AUC {_g(e['point_auc'])}, alarm events {e.get('alarm_events')}")  # fmt: skip
             print(f"firmware_export mcu: {t} ({r['machine']}): {r['windows']} windows, "
                   f"{r['steps']} steps, mismatches {r['mismatches']}, {fig}, "
                   f"{r['instructions_per_step']:.0f} instructions/step, {r['qemu_seconds']} s")  # fmt: skip
@@ -501,6 +501,11 @@ def _main_report(bundle_dir: str, targets: list[str], n_windows: int | None) -> 
         print(f"firmware_export mcu: {type(e).__name__}: {reason}", file=sys.stderr)
         return 1
     return 0 if all(r["bit_identical"] for r in reports) else 1
+
+
+def _g(v: float | None) -> str:
+    """A figure to 4 significant digits; None (a series without labelled anomaly) as is."""
+    return "None" if v is None else f"{v:.4g}"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """``python -m pipeline demo [--task har|anomaly|all] [--build DIR] [--data FILE]
-[--sweep S|none] [--force] [--only STAGE] [--verbose]``
+[--config FILE] [--target FILE] [--sweep S|none] [--force] [--only STAGE] [--verbose]``
 
 Runs every stage of every task as a subprocess (train, prune for har, int8, parity,
 export, engine, firmware, mcu, check), then the report over the tasks and the
 summary. A stage whose key and outputs are unchanged is skipped (see cache.py);
 stamps and stage logs live in ``<build>/.stamps/<task>/``, never in a bundle.
+``--config`` is the task's stage config (default ``configs/<task>.toml``); ``--target``
+a target file (default ``configs/targets/cortex-m4-80mhz.toml``): the prune choice,
+the export and the engine stage hold the model to its budgets and the report gives
+each Cortex-M row's time per step at its clock.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_runtime.targets import TargetError, load_target
 from pipeline.cache import StageFailed, run_chain, stamped_link
 from pipeline.stages import (
     DEFAULT_SWEEP,
+    DEFAULT_TARGET,
     PRUNED_TASKS,
     ROOT,
     STAGE_NAMES,
@@ -75,8 +81,15 @@ def _parser() -> argparse.ArgumentParser:
         "--sweep",
         type=_sweep,
         default=DEFAULT_SWEEP,
-        help=f"sparsities of har's accuracy-vs-sparsity sweep (default {DEFAULT_SWEEP}; "
-        "'none' skips it)",
+        help=f"sparsities har's prune stage may deploy, sparsest tried first (default "
+        f"{DEFAULT_SWEEP}; 'none': the dense model)",
+    )
+    demo.add_argument(
+        "--config", help="stage config of the task (default configs/<task>.toml), e.g. for --data"
+    )
+    demo.add_argument(
+        "--target",
+        help=f"target file: board, clock, flash/RAM budgets, sensor rate (default {DEFAULT_TARGET})",
     )
     demo.add_argument("--force", action="store_true", help="run every stage, ignoring the cache")
     demo.add_argument(
@@ -98,6 +111,16 @@ def demo(ns: argparse.Namespace) -> int:
     data = Path(ns.data).absolute() if ns.data else None
     if data is not None and not data.is_file():
         print(f"pipeline: --data {ns.data}: no such file", file=sys.stderr)
+        return 2
+    target = Path(ns.target).absolute() if ns.target else ROOT / DEFAULT_TARGET
+    try:
+        load_target(target)
+    except TargetError as e:
+        print(f"pipeline: --target: {e}", file=sys.stderr)
+        return 2
+    config = Path(ns.config).absolute() if ns.config else None
+    if config is not None and not config.is_file():
+        print(f"pipeline: --config {ns.config}: no such file", file=sys.stderr)
         return 2
     if ns.only == "prune" and not PRUNED_TASKS & set(tasks):
         print(
@@ -136,7 +159,8 @@ def demo(ns: argparse.Namespace) -> int:
         }
         links = []
         for task in tasks:
-            stages = task_stages(task, build=build, data=data, sweep=ns.sweep)
+            stages = task_stages(task, build=build, data=data, sweep=ns.sweep, target=target,
+                                 config=config)  # fmt: skip
             names = [s.name for s in stages]
             if ns.only is not None and ns.only not in names:
                 links.append(stamped_link(stamps / task, names[-1]))
@@ -150,7 +174,7 @@ def demo(ns: argparse.Namespace) -> int:
             links.append(link)
         if ns.only in (None, "report"):
             run_chain(
-                [report_stage(tasks, build=build)],
+                [report_stage(tasks, build=build, target=target)],
                 task=REPORT_TASK,
                 stamp_dir=stamps / REPORT_TASK,
                 prev=_combine(links),

@@ -10,6 +10,7 @@ from pipeline.cache import Stage
 
 __all__ = [
     "DEFAULT_SWEEP",
+    "DEFAULT_TARGET",
     "PRUNED_TASKS",
     "ROOT",
     "STAGE_NAMES",
@@ -23,9 +24,11 @@ TASKS = ("har", "anomaly")
 # Only the activity model is pruned: at 75% the anomaly forecaster kept its hit but
 # lost most of its margin (7.1 -> 2.5), see the quantize notes.
 PRUNED_TASKS = frozenset({"har"})
-PRUNE_SPARSITY = "0.75"
 PRUNE_GRANULARITY = "block4"
+# The prune stage deploys the sparsest of these within the config's [prune] max_val_drop
+# of the dense model on validation and within the target's flash (sparsest tried first).
 DEFAULT_SWEEP = "0,0.5,0.75,0.9"
+DEFAULT_TARGET = "configs/targets/cortex-m4-80mhz.toml"
 STAGE_NAMES = (
     "train",
     "prune",
@@ -64,22 +67,28 @@ def task_stages(
     build: Path,
     data: Path | None = None,
     sweep: str | None = DEFAULT_SWEEP,
+    target: Path | None = None,
+    config: Path | None = None,
     python: str = sys.executable,
 ) -> list[Stage]:
     """The stages of one task, in order, on the bundle ``build/<task>``.
 
-    ``sweep`` (comma-separated sparsities, None for none) applies to the pruned tasks.
+    ``sweep`` (comma-separated sparsities, None for none: the dense model is deployed)
+    applies to the pruned tasks; ``target`` (a target file, default
+    :data:`DEFAULT_TARGET`) bounds the prune choice and the export.
     """
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {', '.join(TASKS)}")
     bundle = build / task
     b = _shown(bundle)
-    config = ROOT / "configs" / f"{task}.toml"
+    config = config if config is not None else ROOT / "configs" / f"{task}.toml"
     data_args = ["--data", _shown(data)] if data is not None else []
     data_inputs = (data,) if data is not None else ()
     req = _requirements()
     quantize_code = _code("quantize", "train", "edge_runtime")
     runtime_json = _shown(bundle / "reports" / "runtime.json")
+    target = target if target is not None else ROOT / DEFAULT_TARGET
+    target_args = ["--target", _shown(target)]
 
     def stage(
         name: str,
@@ -99,11 +108,11 @@ def task_stages(
         )
     ]
     if task in PRUNED_TASKS:
-        argv = [python, "-m", "quantize", "prune", "--bundle", b,
-                "--sparsity", PRUNE_SPARSITY, "--granularity", PRUNE_GRANULARITY]  # fmt: skip
-        if sweep:
-            argv += ["--sweep", sweep]
-        stages.append(stage("prune", argv + data_args, quantize_code, inputs=data_inputs))
+        argv = [python, "-m", "quantize", "prune", "--bundle", b, "--choose",
+                "--granularity", PRUNE_GRANULARITY, "--sweep", sweep or "0", *target_args]  # fmt: skip
+        stages.append(
+            stage("prune", argv + data_args, quantize_code, inputs=(*data_inputs, target))
+        )
     stages += [
         stage(
             "int8",
@@ -114,13 +123,15 @@ def task_stages(
         stage("parity", [python, "-m", "quantize", "parity", "--bundle", b], quantize_code),
         stage(
             "export",
-            [python, "-m", "firmware_export", "export", "--bundle", b],
+            [python, "-m", "firmware_export", "export", "--bundle", b, *target_args],
             _code("firmware_export", "edge_runtime"),
+            inputs=(target,),
         ),
         stage(
             "engine",
-            [python, "-m", "firmware_export", "engine", "--bundle", b],
+            [python, "-m", "firmware_export", "engine", "--bundle", b, *target_args],
             _code("firmware_export", "edge_runtime"),
+            inputs=(target,),
         ),
         stage(
             "firmware",
@@ -143,8 +154,12 @@ def task_stages(
     return stages
 
 
-def report_stage(tasks: list[str], *, build: Path, python: str = sys.executable) -> Stage:
+def report_stage(
+    tasks: list[str], *, build: Path, target: Path | None = None, python: str = sys.executable
+) -> Stage:
     """The report over the bundles of ``tasks``, written to ``build/reports``."""
     out = build / "reports"
-    argv = [python, "-m", "report", *(_shown(build / t) for t in tasks), "--out", _shown(out)]
-    return Stage("report", tuple(argv), out, _code("report"), _requirements())
+    target = target if target is not None else ROOT / DEFAULT_TARGET
+    argv = [python, "-m", "report", *(_shown(build / t) for t in tasks), "--out", _shown(out),
+            "--target", _shown(target)]  # fmt: skip
+    return Stage("report", tuple(argv), out, _code("report"), (*_requirements(), target))

@@ -86,6 +86,20 @@ def _prune_parser(sub: Any) -> None:
     )
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
+    pr.add_argument(
+        "--choose",
+        action="store_true",
+        help="deploy by budget: the sparsest --sweep point within --max-val-drop of the dense "
+        "model on validation and within the target's flash; else the dense model. The "
+        "bundle config's [prune] section gives the defaults (sparsity there pins one point)",
+    )
+    pr.add_argument(
+        "--max-val-drop",
+        type=float,
+        help="with --choose: validation macro-F1 points a classifier may lose (default 1), "
+        "or % a forecaster's validation error may grow (default 10)",
+    )
+    pr.add_argument("--target", help="with --choose: a target file (configs/targets/*.toml)")
 
 
 def _int8_parser(sub: Any) -> None:
@@ -124,10 +138,41 @@ def _check_parser(sub: Any) -> None:
     c.add_argument("--no-progress", action="store_true")
 
 
+def _choose(args: argparse.Namespace) -> int:
+    """``prune --choose``: the deployed sparsity chosen by budget (see prune_stage.choose)."""
+    from edge_runtime.bundle import Bundle
+    from quantize.prune import PruneSettings
+    from quantize.prune_stage import choose, run
+    from train.config import parse_config
+
+    b = Bundle.open(args.bundle)
+    pc = parse_config(b.manifest["stages"]["train"]["config"], b.root / "manifest.json").prune
+    batch = b.manifest["stages"]["train"]["config"].get("train", {}).get("batch_size", 64)
+    optional = {"epochs": args.epochs, "learning_rate": args.learning_rate,
+                "frequency": args.frequency, "finetune_learning_rate": args.finetune_learning_rate,
+                "patience": args.patience, "distill": args.distill,
+                "temperature": args.temperature}  # fmt: skip
+    kw = {k: v for k, v in optional.items() if v is not None}
+    granularity = args.granularity if args.granularity != "weight" else pc.granularity
+    settings = PruneSettings(target=pc.sparsity or 0.75, granularity=granularity,
+                             batch_size=batch, seed=args.seed, augment=not args.no_augment, **kw)  # fmt: skip
+    if pc.sparsity is not None and pc.sparsity > 0:  # [prune] sparsity pins the point
+        run(args.bundle, settings, data_path=args.data)
+        print(f"[quantize] prune: sparsity {pc.sparsity:g} pinned by the config's [prune]")
+        return 0
+    sweep = [] if pc.sparsity == 0 else list(args.sweep or pc.sweep)
+    max_drop = args.max_val_drop if args.max_val_drop is not None else pc.max_val_drop
+    choose(args.bundle, settings, sweep, max_val_drop=max_drop, target_file=args.target,
+           data_path=args.data)  # fmt: skip
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if args.command == "prune":
+        if args.choose:
+            return _choose(args)
         from quantize.prune_stage import prune
 
         section = prune(

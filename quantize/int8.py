@@ -101,7 +101,8 @@ def int8(
     model = load_keras(b, source)
     print(f"[quantize] int8: {b.root} from {source}")
 
-    x_train = np.asarray(training_arrays(b, data_path).x_train, np.float32)
+    arrays = training_arrays(b, data_path)
+    x_train = np.asarray(arrays.x_train, np.float32)
     t0 = time.perf_counter()
     cal = calibration_pairs(model, cfg, x_train, calibration_samples, seed)
     seconds = {"calibration": round(time.perf_counter() - t0, 1)}
@@ -118,8 +119,14 @@ def int8(
     if window_model:
         window = _window(model, cfg, int(b.manifest["preprocess"]["window"]), x_train, seed)
         section["window"] = window[1]
+    t0 = time.perf_counter()
+    thresholds = _int8_threshold(b, cfg, section["step"], iq, tfl, arrays)
+    if thresholds is not None:
+        seconds["int8_threshold"] = round(time.perf_counter() - t0, 1)
     seconds["total"] = round(time.perf_counter() - t_start, 1)
     report = _report(section, arena_info, window, seconds)
+    if thresholds is not None:
+        report["thresholds"] = thresholds
     config = {
         "command": "int8",
         "source_model": source,
@@ -128,7 +135,7 @@ def int8(
         "window_model": window_model,
         "state": "unit",
     }
-    _write(bundle_dir, b, config, step, window, section, iq, report)
+    _write(bundle_dir, b, config, step, window, section, iq, report, thresholds)
     arena_txt = f", {ARENA_LABEL} {arena_info['bytes']} B" if arena_info else ""
     print(
         f"[quantize] int8: wrote {STEP_FILE}: {step.summary['n_ops']} ops, "
@@ -358,6 +365,7 @@ def _write(
     section: dict[str, Any],
     iq: InputQuant,
     report: dict[str, Any],
+    thresholds: dict[str, Any] | None = None,
 ) -> None:
     """Write the stage's files; a parity report made on other step-model bytes goes."""
     stale_parity = _stale_parity(b, step.tflite)
@@ -373,12 +381,56 @@ def _write(
             w.remove(WINDOW_FILE)
         w.manifest["quantization"] = section
         w.manifest["preprocess"]["input_quant"] = iq.to_dict()
+        if thresholds is not None:
+            w.manifest.setdefault("thresholds", {}).update(thresholds)
         if stale_parity:
             for name in PARITY_FILES:
                 w.remove(name)
             w.manifest.get("thresholds", {}).pop("device", None)
             w.manifest.get("metrics", {}).pop("parity", None)
         w.write_json("reports/quantize.json", report)
+
+
+def _int8_threshold(
+    b: Bundle, cfg: Any, step: dict[str, Any], iq: InputQuant, tfl: bytes, d: Any
+) -> dict[str, Any] | None:
+    """A forecaster's threshold from the int8 chain's own scores: the largest score on
+    the anomaly-free validation tails (each training series streamed from a zero state,
+    as a device would), on every host int8 backend, times the config's factor.
+
+    The float threshold is the float model's; the int8 chain forecasts a little worse,
+    so at the float threshold it raises more alarms. This one is what the device's
+    arithmetic scores on data known to be normal, found the same way as the float one.
+    """
+    if b.task != "forecast" or not d.series:
+        return None
+    from edge_runtime import anomaly
+    from edge_runtime.parity_entry import dequantize
+    from quantize.chains import BACKENDS, run_chains
+
+    m = b.manifest
+    scale = channel_scales(b)
+    mean, std = np.asarray(m["preprocess"]["mean"]), np.asarray(m["preprocess"]["std"])
+    fill = int(step["ring_buffer"]["fill"])
+    per = dict.fromkeys(BACKENDS, 0.0)
+    for counts, n_fit in zip(d.series, d.n_fit, strict=True):
+        xs = int8_step_inputs(cfg, quantize_counts(counts[None], iq), fill)
+        chains = run_chains(tfl, step, xs, BACKENDS, progress=False)["chains"]
+        for name in BACKENDS:
+            f = dequantize(chains[name][contract.Y][0], step["outputs"]["y"]) * std + mean
+            s = anomaly.forecast_scores(counts * scale, f)
+            per[name] = max(per[name], float(s[n_fit:].max()))
+    factor = float(m["stages"]["train"]["config"].get("threshold", {}).get("factor", 1.0))
+    return {
+        "anomaly_score_int8": factor * max(per.values()),
+        "anomaly_score_int8_derivation": {
+            "val_max": per,
+            "factor": factor,
+            "rule": "factor x the largest int8 score on the anomaly-free validation tails "
+            "over the host int8 backends (LiteRT built-in, XNNPACK, TFLM = the C engine); "
+            "used by every int8 row, the device check, the firmware and the Pi runtime",
+        },
+    }
 
 
 def _same_step(b: Bundle, tfl: bytes) -> bool:

@@ -155,7 +155,8 @@ def print_summary(report: dict[str, Any]) -> None:
         ]
     else:
         parts = [
-            f"{n} hit={e['hit']} margin {e['margin']:.2f} AUC {e['point_auc']:.3f}"
+            f"{n} hit={fmt(e['hit'])} margin {fmt(e['margin'])} AUC {fmt(e['point_auc'])} "
+            f"alarms {fmt(e.get('alarm_events'))}"
             for n, e in be.items()
         ]
     c = report["litert_vs_tflm"]

@@ -148,6 +148,7 @@ def _write(
     report: dict[str, Any],
     settings: PruneSettings,
     rows: list[dict[str, Any]] | None,
+    choice: dict[str, Any] | None = None,
 ) -> None:
     """``model_pruned.keras``, ``reports/prune.json``, the sweep plot and ``sparsity``."""
     with stage_writer(bundle_dir, "prune", config=config) as w:
@@ -158,11 +159,13 @@ def _write(
         w.add_file(contract.PRUNED_MODEL)
         section = manifest_section(report, settings, contract.PRUNED_MODEL)
         section["metrics"] = report["metrics"]
+        if choice is not None:
+            section.update(deployed="pruned", why=choice["why"], choice=choice)
         w.manifest["sparsity"] = section
         w.write_json("reports/prune.json", report)
         if rows:
             title = f"{w.manifest['name']}: test {report['metrics']['metric']} vs sparsity"
-            sweep_png(w.dir / SWEEP_PNG, rows, "test", f"{title} (pruned + fine-tuned)")
+            sweep_png(w.dir / SWEEP_PNG, rows, "test", f"{title} (pruned + fine-tuned)", choice)
             w.add_file(SWEEP_PNG)
 
 
@@ -232,17 +235,27 @@ def sweep(
 
 
 def sweep_png(
-    path: str | Path, rows: list[dict[str, Any]], split: str = "test", title: str = ""
+    path: str | Path,
+    rows: list[dict[str, Any]],
+    split: str = "test",
+    title: str = "",
+    choice: dict[str, Any] | None = None,
 ) -> None:
-    """Metric vs achieved sparsity, one line per granularity, dense as a dashed line."""
+    """Metric vs achieved sparsity, one line per granularity, dense as a dashed line; with a
+    ``choice``, a second panel: the validation score, the budget line and the chosen point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if not r.get("skipped")]
     dense = next((r for r in rows if r["granularity"] == "dense"), None)
     metric = rows[0]["metric"] if rows else "accuracy"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    if choice is not None and all("val_score" in r for r in rows):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+        choice_panel(bx, rows, choice)
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     grans = list(dict.fromkeys(r["granularity"] for r in rows if r["granularity"] != "dense"))
     for gran, marker in zip(grans, "os^vD", strict=False):
         pts = sorted((r["achieved"], r[split]) for r in rows if r["granularity"] == gran)
@@ -262,3 +275,195 @@ def sweep_png(
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- choice by budget
+
+# Default budgets: a classifier may lose 1 point of validation macro-F1; a forecaster's
+# validation forecast error (MAE) may grow by 10 %. A forecaster's validation part is
+# anomaly-free by construction, so its margin and AUCs cannot be measured there.
+DEFAULT_MAX_VAL_DROP = {"classification": 1.0, "forecast": 10.0}
+SCORE_NAMES = {
+    "classification": "validation macro-F1 (points)",
+    "forecast": "validation forecast error increase (%)",
+}
+
+
+def val_score(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """A classifier's validation macro-F1 in points (0-100); a forecaster's validation MAE."""
+    out = np.concatenate(
+        [np.asarray(model(x[i : i + 256], training=False)) for i in range(0, len(x), 256)]
+    )
+    if is_classifier(model):
+        k = int(out.shape[-1])
+        return 100.0 * metrics.macro_f1(np.asarray(y), out.argmax(axis=1), k)
+    return float(np.mean(np.abs(out - np.asarray(y))))
+
+
+def drop_of(task: str, dense: float, point: float) -> float:
+    """How much worse ``point`` is than ``dense``: macro-F1 points lost, or % more error."""
+    if task == "classification":
+        return dense - point
+    return 100.0 * (point - dense) / dense if dense > 0 else 0.0
+
+
+def weight_bytes(model: keras.Model) -> int:
+    """int8 bytes of the model's nonzero kernel weights plus 4 per bias: an estimate of the
+    model data a target's flash must hold (the export measures it exactly)."""
+    total = 0
+    for layer in model.layers:
+        for w in layer.weights:
+            v = np.asarray(w)
+            total += int(np.count_nonzero(v)) if "kernel" in w.path else 4 * v.size
+    return total
+
+
+def choose(
+    bundle_dir: str | Path,
+    settings: PruneSettings,
+    sweep_targets: list[float],
+    *,
+    max_val_drop: float | None = None,
+    target_file: str | None = None,
+    data_path: str | None = None,
+) -> dict[str, Any]:
+    """Deploy the sparsest sweep point whose validation score stays within
+    ``max_val_drop`` of the dense model's and whose model fits the target's flash.
+
+    Points are tried from the sparsest down; the first that qualifies is deployed and
+    denser ones are not trained (none of them could be chosen). When none qualifies,
+    the dense model is deployed: ``model_pruned.keras`` is removed and the manifest's
+    ``sparsity`` section and ``reports/prune.json`` say why. Test data is evaluated for
+    the report only, never for the choice.
+    """
+    from edge_runtime.targets import load_target
+
+    configure_tf()
+    b = Bundle.open(bundle_dir)
+    d = training_arrays(b, data_path)
+    model = load_keras(b, contract.FLOAT_MODEL)
+    task = "classification" if is_classifier(model) else "forecast"
+    budget = DEFAULT_MAX_VAL_DROP[task] if max_val_drop is None else float(max_val_drop)
+    target = load_target(target_file) if target_file else None
+    metric = "accuracy" if task == "classification" else "mae"
+    dense_score = val_score(model, d.x_val, d.y_val)
+    dense_bytes = weight_bytes(model)
+
+    def row(gran: str, t: float, m: keras.Model, achieved: float, epochs: int) -> dict:
+        score = val_score(m, d.x_val, d.y_val)
+        nbytes = weight_bytes(m)
+        fits = target is None or nbytes <= target.flash_bytes
+        drop = drop_of(task, dense_score, score)
+        return {"granularity": gran, "target": t, "achieved": achieved, "metric": metric,
+                **{k: evaluate(m, x, y)[metric] for k, x, y in (("val", d.x_val, d.y_val),
+                                                              ("test", d.x_test, d.y_test))},
+                "epochs_run": epochs, "val_score": score, "val_drop": drop,
+                "weight_bytes": nbytes, "fits_target": fits,
+                "qualifies": fits and drop <= budget}  # fmt: skip
+
+    rows = [row("dense", 0.0, model, sparsity_report(model)["overall"], 0)]
+    chosen: tuple[keras.Model, dict[str, Any], PruneSettings] | None = None
+    order = sorted((t for t in set(sweep_targets) if t > 0), reverse=True)
+    for i, t in enumerate(order):
+        s = PruneSettings(**{**settings.to_dict(), "target": float(t)})
+        pruned, rep = prune_model(model, s, *_fit_arrays(d), **_weights(d))
+        r = row(s.granularity, float(t), pruned, rep["overall"], rep["epochs_run"])
+        rows.append(r)
+        print(f"[quantize] prune: {100 * t:.0f}% {s.granularity}: {SCORE_NAMES[task]} drop "
+              f"{r['val_drop']:.2f} (budget {budget:g}), ~{r['weight_bytes']:,} B of weights"
+              f"{'' if r['fits_target'] else ' (over the target flash)'}"
+              f" -> {'deploy' if r['qualifies'] else 'no'}")  # fmt: skip
+        if r["qualifies"]:
+            chosen = (pruned, rep, s)
+            rows += [{"granularity": s.granularity, "target": float(u), "skipped": True}
+                     for u in order[i + 1 :]]  # fmt: skip
+            break
+    trained = [r for r in rows[1:] if not r.get("skipped")]
+    if chosen is not None:
+        why = (f"the sparsest point within the budget: {SCORE_NAMES[task]} drop "
+               f"{rows[len(trained)]['val_drop']:.2f} <= {budget:g}"
+               + ("" if target is None else f" and ~{rows[len(trained)]['weight_bytes']:,} B "
+                  f"of weights within the {target.name} flash budget {target.flash_bytes:,} B")
+               + (f"; denser points {[r['target'] for r in rows if r.get('skipped')]} not "
+                  "trained, a sparser one qualified" if any(r.get("skipped") for r in rows)
+                  else ""))  # fmt: skip
+    else:
+        reasons = [f"{100 * r['target']:.0f}%: "
+                   + ("over the target flash" if not r["fits_target"]
+                      else f"drop {r['val_drop']:.2f} > {budget:g}") for r in trained]  # fmt: skip
+        why = (f"dense deployed: no pruned point qualifies ({'; '.join(reasons) or 'no sweep'})"
+               + ("" if target is None or dense_bytes <= target.flash_bytes
+                  else f"; the dense model (~{dense_bytes:,} B) is over the target flash too"))  # fmt: skip
+    n_val = len(d.y_val)
+    coarse = task == "classification" and n_val > 0 and 100.0 / n_val > budget
+    if coarse:  # one window moves the score by more than the budget: say it, do not hide it
+        why += (f"; warning: validation has {n_val} windows, one window is worth ~"
+                f"{100.0 / n_val:.1f} points (> {budget:g}), so the choice cannot see a "
+                "smaller loss: check the test figures or give a larger validation part")  # fmt: skip
+    choice = {
+        "score": SCORE_NAMES[task],
+        "dense_val_score": dense_score,
+        "val_windows": n_val,
+        "val_too_small": coarse,
+        "max_val_drop": budget,
+        "target": None if target is None else target.to_dict(),
+        "order": "sparsest first; the first qualifying point is deployed",
+        "chosen": None
+        if chosen is None
+        else {"target": chosen[2].target, "achieved": chosen[1]["overall"]},  # fmt: skip
+        "why": why,
+    }
+    print(f"[quantize] prune: {why}")
+    config = {"prune": settings.to_dict(), "source_model": contract.FLOAT_MODEL,
+              "sweep": order, "choose": {"max_val_drop": budget, "target": target_file}}  # fmt: skip
+    if chosen is None:
+        _write_dense(bundle_dir, config, rows, choice)
+    else:
+        pruned, report, s = chosen
+        report["metrics"] = {"metric": metric, "dense": _val_test(model, d, metric),
+                             "pruned": _val_test(pruned, d, metric)}  # fmt: skip
+        report["sweep"] = rows
+        report["choice"] = choice
+        _write(bundle_dir, config, pruned, report, s, rows, choice)
+    return choice
+
+
+def _write_dense(
+    bundle_dir: str | Path, config: dict[str, Any], rows: list[dict], choice: dict[str, Any]
+) -> None:
+    """No pruned point qualified: the dense model is deployed, and the bundle says why."""
+    with stage_writer(bundle_dir, "prune", config=config) as w:
+        if w.manifest["artifacts"].get(contract.PRUNED_MODEL):
+            w.remove(contract.PRUNED_MODEL)
+        w.manifest["sparsity"] = {"deployed": "dense", "why": choice["why"], "choice": choice}
+        w.write_json("reports/prune.json", {"sweep": rows, "choice": choice})
+        title = f"{w.manifest['name']}: validation score vs sparsity"
+        sweep_png(w.dir / SWEEP_PNG, rows, "test", title, choice)
+        w.add_file(SWEEP_PNG)
+
+
+def choice_panel(ax: Any, rows: list[dict[str, Any]], choice: dict[str, Any]) -> None:
+    """Validation score vs sparsity with the budget line and the chosen point."""
+    pts = sorted((r["achieved"], r["val_score"]) for r in rows)
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(np.array(xs) * 100, ys, marker="o", color="tab:blue", label="validation")
+    dense = choice["dense_val_score"]
+    classifier = choice["score"].startswith("validation macro-F1")
+    line = (
+        dense - choice["max_val_drop"] if classifier else dense * (1 + choice["max_val_drop"] / 100)
+    )
+    ax.axhline(line, color="tab:red", ls="--", lw=0.9,
+               label=f"budget: max drop {choice['max_val_drop']:g}")  # fmt: skip
+    c = choice.get("chosen")
+    if c is not None:
+        y = next(r["val_score"] for r in rows if abs(r["achieved"] - c["achieved"]) < 1e-9)
+        ax.plot([100 * c["achieved"]], [y], marker="*", ms=14, color="tab:red", ls="none",
+                label="chosen")  # fmt: skip
+    else:
+        ax.plot([0.0], [dense], marker="*", ms=14, color="tab:red", ls="none",
+                label="chosen: dense")  # fmt: skip
+    ax.set_xlabel("sparsity of the pruned kernels (%)")
+    ax.set_ylabel("validation macro-F1 (%)" if classifier else "validation MAE")
+    ax.set_title("the choice, on validation data", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

@@ -18,9 +18,17 @@ from report.collect import ReportError, collect, public
 SCHEMA = 1
 
 
-def build(bundles: list[str], out: str | Path) -> dict[str, Any]:
-    """Write report.md, report.html, report.json and the figures' PNGs into ``out``."""
-    tasks = [collect(b) for b in bundles]
+def build(bundles: list[str], out: str | Path, target: str | None = None) -> dict[str, Any]:
+    """Write report.md, report.html, report.json and the figures' PNGs into ``out``;
+    with a ``target`` file, each Cortex-M row's time per step and share of the sample
+    period at its clock."""
+    from edge_runtime.targets import TargetError, load_target
+
+    try:
+        t = load_target(target) if target else None
+    except TargetError as e:
+        raise ReportError(str(e)) from None
+    tasks = [collect(b, t) for b in bundles]
     names = [t["name"] for t in tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -63,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("bundles", nargs="+", metavar="BUNDLE")
         p.add_argument("--out", required=True, metavar="DIR")
+        p.add_argument("--target", metavar="FILE", help="a target file (configs/targets/)")
         ns = p.parse_args(args)
-        build(ns.bundles, ns.out)
+        build(ns.bundles, ns.out, ns.target)
     except ReportError as e:
         print(f"report: {e}", file=sys.stderr)
         return 1

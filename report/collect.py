@@ -55,7 +55,13 @@ ANOMALY = (
     Column("margin", "margin", "f2"),
     Column("point_auc", "point AUC", "f3"),
     Column("window_auc", "window AUC", "f3"),
+    Column("threshold", "threshold", "g4"),
+    Column("false_alarms", "false alarms", "count"),
+    Column("detection_delay", "detection delay (samples)", "count"),
 )
+# Forecaster cells that are null by nature: no labelled anomaly, or no score above the
+# threshold inside the zone.
+NULLABLE = ("hit", "margin", "point_auc", "window_auc", "false_alarms", "detection_delay")
 COMMON = (
     Column("argmax_agreement", "argmax agreement with float", "pct"),
     Column("max_abs_err", "max abs error", "g4"),
@@ -122,6 +128,16 @@ NOTE_ARENA = (
 NOTE_HOST_US = (
     "Microseconds per step on the machine that ran the stage, call overhead included; "
     "compare rows measured on one host only."
+)
+NA_UNLABELLED = "The test series has no labelled anomaly: no hit, margin, AUC or false alarm."
+NA_NO_DETECTION = "No score above the threshold inside the zone around the labelled anomaly."
+NOTE_FLOAT_THRESHOLD = (
+    "The float model's threshold (thresholds.anomaly_score): the largest float score on "
+    "the anomaly-free validation tail."
+)
+NOTE_INT8_THRESHOLD = (
+    "The int8 threshold (thresholds.anomaly_score_int8): the largest int8 score on the "
+    "anomaly-free validation tail, over the host int8 backends; what the device flags at."
 )
 NOTE_INSTRUCTIONS = (
     "Instructions per step counted by QEMU (-icount): instructions executed, not clock "
@@ -269,6 +285,16 @@ def build_row(
         if col.key not in entry:
             raise ReportError(f"{where}: field {label}.{col.key} missing")
         value = entry[col.key]
+        if value is None and task != "classification" and col.key in NULLABLE:
+            cells[col.key] = None
+            unlabelled = entry.get("hit") is None
+            cell_notes[col.key] = notes.ref(NA_UNLABELLED if unlabelled else NA_NO_DETECTION)
+            continue
+        if col.key == "threshold" and task != "classification":
+            cells[col.key] = None if value is None else number(value, where, f"{label}.{col.key}")
+            th_note = NOTE_FLOAT_THRESHOLD if spec.kind == "float" else NOTE_INT8_THRESHOLD
+            cell_notes[col.key] = notes.ref(th_note)
+            continue
         if col.key == "argmax_agreement" and task != "classification":
             if value is not None:
                 raise ReportError(
@@ -382,6 +408,8 @@ def sweep(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
     keep = ("granularity", "target", "achieved", "metric", "val", "test")
     out = []
     for i, r in enumerate(rows):
+        if r.get("skipped"):  # not trained: a sparser point was chosen first
+            continue
         for k in keep:
             field(r, (k,), f"{where} sweep[{i}]")
         out.append(
@@ -392,6 +420,9 @@ def sweep(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
                 "metric": str(r["metric"]),
                 "val": float(number(r["val"], where, f"sweep[{i}].val")),
                 "test": float(number(r["test"], where, f"sweep[{i}].test")),
+                "val_score": None
+                if r.get("val_score") is None
+                else float(number(r["val_score"], where, f"sweep[{i}].val_score")),
             }
         )
     sp = manifest.get("sparsity") or {}
@@ -402,7 +433,17 @@ def sweep(bundle: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
             "achieved": sp["overall"],
             "test": (sp.get("metrics") or {}).get("pruned", {}).get("test"),
         }
-    return {"rows": out, "deployed": deployed}
+    if sp.get("deployed") == "dense":
+        dense = next((r for r in out if r["granularity"] == "dense"), None)
+        if dense is not None:
+            deployed = {"granularity": "dense", "achieved": dense["achieved"],
+                        "test": dense["test"]}  # fmt: skip
+    choice = doc.get("choice")
+    return {
+        "rows": out,
+        "deployed": deployed,
+        "choice": choice if isinstance(choice, dict) else None,
+    }
 
 
 # --------------------------------------------------------------------------- versioning
@@ -525,7 +566,30 @@ def open_bundle(bundle: Path) -> Bundle:
         raise ReportError(f"{bundle}: {e}") from None
 
 
-def collect(bundle_dir: str | Path) -> dict[str, Any]:
+def on_target(rows: list[dict[str, Any]], manifest: dict[str, Any], target: Any) -> dict | None:
+    """Each Cortex-M row's instructions per step (QEMU) at the target's clock: a lower bound
+    of the time per step (a core needs at least one cycle per instruction) and the share
+    of the sample period it uses; None for a target that is not a microcontroller."""
+    if target is None or target.kind != "mcu":
+        return None
+    mc = manifest["model"]["config"]
+    stride = int(mc.get("front_end_stride", 1))
+    rate = target.sample_rate_hz or float(manifest["dataset"]["sample_rate"])
+    out = []
+    for r in rows:
+        ips = r["cells"].get("latency")
+        if r["latency_unit"] != "instructions_per_step" or ips is None:
+            continue
+        t = target.time_per_step_s(ips)
+        out.append({"row": r["title"], "instructions_per_step": ips, "time_per_step_s": t,
+                    "share_of_period": target.share_of_period(ips, 1 / stride, rate)})  # fmt: skip
+    return {"target": target.to_dict(), "sample_rate_hz": rate, "steps_per_sample": 1 / stride,
+            "rows": out,
+            "method": "instructions per step under QEMU -icount / clock_hz: a lower bound of "
+            "the time per step; share = steps per second x that time"}  # fmt: skip
+
+
+def collect(bundle_dir: str | Path, target: Any = None) -> dict[str, Any]:
     """Everything the report shows for one bundle (rows keep their source entry in ``_entry``)."""
     bundle = Path(bundle_dir)
     b = open_bundle(bundle)
@@ -548,6 +612,7 @@ def collect(bundle_dir: str | Path) -> dict[str, Any]:
         "rows": rows,
         "footnotes": notes.to_json(),
         "sweep": sweep(bundle, m),
+        "on_target": on_target(rows, m, target),
         "versioning": versioning(bundle, m, train),
     }
     if task == "classification":
@@ -561,6 +626,9 @@ def collect(bundle_dir: str | Path) -> dict[str, Any]:
             "threshold": None
             if flt.get("threshold") is None
             else number(flt["threshold"], where, "backends.float.threshold"),
+            "threshold_int8": None
+            if tflm.get("threshold") is None
+            else number(tflm["threshold"], where, "backends.tflm.threshold"),
             "labelled": field(flt, ("labelled",), where),
             "peak_float": field(flt, ("peak",), where),
             "peak_tflm": field(tflm, ("peak",), where),

@@ -57,11 +57,17 @@ def anomaly_figures(task: dict[str, Any]) -> list[Figure]:
         traces.append(("int8 tinygru C engine score (engine_outputs.npz)", c))
     tr = task["trace"]
     warmup = int(b.manifest.get("thresholds", {}).get("anomaly_warmup_samples", 0))
-    png = plots.score_trace(traces, tr["labelled"], tr["threshold"], warmup)
+    thresholds = [tr["threshold"], tr.get("threshold_int8", tr["threshold"])][: len(traces)]
+    png = plots.score_trace(traces, tr["labelled"], thresholds, warmup)
+    labelled = (
+        "no labelled anomaly"
+        if tr["labelled"] is None
+        else f"labelled anomaly {tr['labelled'][0]}–{tr['labelled'][1]}"
+    )
     caption = (
-        f"Score = |x_t − forecast made at t−1| over the test series; labelled anomaly "
-        f"{tr['labelled'][0]}–{tr['labelled'][1]}; highest score at {tr['peak_float']} "
-        f"(float) and {tr['peak_tflm']} (int8 TFLM)."
+        f"Score = |x_t − forecast made at t−1| over the test series; {labelled}; highest score "
+        f"at {tr['peak_float']} (float) and {tr['peak_tflm']} (int8 TFLM); each trace with "
+        f"its own threshold (float model's, int8 chain's)."
     )
     if c is None:
         caption += " The bundle has no step-by-step engine outputs to plot the int8 score."
@@ -100,8 +106,13 @@ def sweep_figure(task: dict[str, Any]) -> list[Figure]:
             f"{task['name']}_sparsity.png",
             f"{metric.capitalize()} vs sparsity",
             f"Float model pruned and fine-tuned at each target (reports/prune.json sweep); "
-            f"test {metric}; the star is the deployed model.",
-            plots.sparsity_sweep(sw["rows"], sw.get("deployed")),
+            f"test {metric}; the star is the deployed model"
+            + (
+                f". Right: the choice on validation data, {sw['choice']['why']}."
+                if sw.get("choice")
+                else "."
+            ),
+            plots.sparsity_sweep(sw["rows"], sw.get("deployed"), sw.get("choice")),
         )
     ]
 

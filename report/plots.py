@@ -76,11 +76,21 @@ def per_class_f1(series: list[tuple[str, list[float | None]]], labels: list[str]
     return _png(fig)
 
 
-def sparsity_sweep(rows: list[dict[str, Any]], deployed: dict[str, Any] | None) -> bytes:
-    """Test metric vs achieved sparsity, one line per granularity; dense as a dashed line."""
+def sparsity_sweep(
+    rows: list[dict[str, Any]],
+    deployed: dict[str, Any] | None,
+    choice: dict[str, Any] | None = None,
+) -> bytes:
+    """Test metric vs achieved sparsity, one line per granularity; dense as a dashed line.
+    With the prune stage's ``choice``, a second panel: the validation score it compared,
+    the budget line and the chosen point."""
     dense = next((r for r in rows if r["granularity"] == "dense"), None)
     metric = rows[0]["metric"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=DPI)
+    if choice is not None and all(r.get("val_score") is not None for r in rows):
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.0), dpi=DPI)
+        _choice_panel(bx, rows, choice)
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=DPI)
     grans = list(dict.fromkeys(r["granularity"] for r in rows if r["granularity"] != "dense"))
     for gran, marker in zip(grans, "os^vD", strict=False):
         pts = sorted((r["achieved"], r["test"]) for r in rows if r["granularity"] == gran)
@@ -110,13 +120,15 @@ def sparsity_sweep(rows: list[dict[str, Any]], deployed: dict[str, Any] | None) 
 
 def score_trace(
     traces: list[tuple[str, np.ndarray]],
-    labelled: list[int],
-    threshold: float | None,
+    labelled: list[int] | None,
+    threshold: float | list[float | None] | None,
     warmup: int,
     zoom: int = 300,
 ) -> bytes:
     """Anomaly score over the test series, one row per trace: the whole series on the
-    left, ±``zoom`` samples around the labelled anomaly on the right."""
+    left, ±``zoom`` samples around the labelled anomaly (without labels: around the
+    highest score) on the right. ``threshold``: one for every trace, or one per trace."""
+    per = threshold if isinstance(threshold, list) else [threshold] * len(traces)
     fig, axes = plt.subplots(
         len(traces),
         2,
@@ -127,23 +139,45 @@ def score_trace(
         layout="constrained",
     )
     colors = ("tab:blue", "tab:green", "tab:purple")
-    for row, (name, scores), color in zip(axes, traces, colors, strict=False):
-        lo, hi = max(0, labelled[0] - zoom), min(len(scores), labelled[1] + 1 + zoom)
+    for row, (name, scores), color, thr in zip(axes, traces, colors, per, strict=False):
+        span = labelled if labelled is not None else [int(np.argmax(scores))] * 2
+        lo, hi = max(0, span[0] - zoom), min(len(scores), span[1] + 1 + zoom)
         for ax, (a, b) in zip(row, ((0, len(scores)), (lo, hi)), strict=True):
             ax.plot(np.arange(a, b), scores[a:b], lw=0.6, color=color, label=name)
-            ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.4,
-                       label="labelled anomaly")  # fmt: skip
+            if labelled is not None:
+                ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.4,
+                           label="labelled anomaly")  # fmt: skip
             if warmup > a:
                 ax.axvspan(a, warmup, color="0.6", alpha=0.25, label="warm-up (not scored)")
-            if threshold is not None:
-                ax.axhline(
-                    threshold, color="k", ls="--", lw=0.8, label=f"threshold {threshold:.3g}"
-                )
+            if thr is not None:
+                ax.axhline(thr, color="k", ls="--", lw=0.8, label=f"threshold {thr:.3g}")
             ax.set_xlim(a, b)
             ax.grid(alpha=0.3)
         row[0].set_ylabel("score")
         row[0].legend(fontsize=7, loc="upper left")
-        row[1].set_title(f"around the anomaly (±{zoom})", fontsize=8)
+        where = "the anomaly" if labelled is not None else "the highest score"
+        row[1].set_title(f"around {where} (±{zoom})", fontsize=8)
     axes[-1, 0].set_xlabel("sample")
     axes[-1, 1].set_xlabel("sample")
     return _png(fig)
+
+
+def _choice_panel(ax: Any, rows: list[dict[str, Any]], choice: dict[str, Any]) -> None:
+    """Validation score vs sparsity, the budget line and the chosen point (star)."""
+    pts = sorted((r["achieved"], r["val_score"]) for r in rows)
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(np.asarray(xs) * 100, ys, marker="o", color="tab:blue", label="validation")
+    dense, drop = choice["dense_val_score"], choice["max_val_drop"]
+    classifier = str(choice["score"]).startswith("validation macro-F1")
+    line = dense - drop if classifier else dense * (1 + drop / 100)
+    ax.axhline(line, color="tab:red", ls="--", lw=0.9, label=f"budget (max drop {drop:g})")
+    c = choice.get("chosen")
+    cx = 0.0 if c is None else float(c["achieved"])
+    cy = min(pts, key=lambda p: abs(p[0] - cx))[1]
+    ax.plot([100 * cx], [cy], marker="*", ms=14, color="tab:red", ls="none",
+            label="chosen" if c is not None else "chosen: dense")  # fmt: skip
+    ax.set_xlabel("sparsity of the pruned kernels (%)")
+    ax.set_ylabel("validation macro-F1 (points)" if classifier else "validation MAE")
+    ax.set_title("the choice, on validation data", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

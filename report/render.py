@@ -23,6 +23,8 @@ def fmt(value: Any, kind: str, unit: str | None = None) -> str:
         return f"{value:.4g}"
     if kind == "bool":
         return "yes" if value else "no"
+    if kind == "count":
+        return f"{int(value):,}"
     if kind == "bytes":
         return f"{int(value):,}"
     if kind == "latency":
@@ -81,7 +83,32 @@ def _md_sweep(sw: dict[str, Any]) -> list[str]:
                 ]
             )
         )
+    if sw.get("choice"):
+        lines += ["", f"Deployed: {sw['choice']['why']}."]
     return lines
+
+
+def target_lines(ot: dict[str, Any] | None) -> tuple[str, list[list[str]]]:
+    """The target paragraph and its table rows (row, instructions, time, share)."""
+    if not ot:
+        return "", []
+    tg = ot["target"]
+    head = (f"On the target {tg['name']} ({tg['description']}): the instructions per step "
+            f"measured under QEMU ÷ {tg['clock_hz'] / 1e6:g} MHz, a lower bound of the time "
+            f"per step, and the share of the sample period ({ot['sample_rate_hz']:g} Hz, "
+            f"{ot['steps_per_sample']:g} step per sample) it uses.")  # fmt: skip
+    rows = [[r["row"], f"{r['instructions_per_step']:,.0f}", f"≥ {1e6 * r['time_per_step_s']:.1f} µs",
+             f"≥ {100 * r['share_of_period']:.2f}%"] for r in ot["rows"]]  # fmt: skip
+    return head, rows
+
+
+def _md_target(ot: dict[str, Any] | None) -> list[str]:
+    head, rows = target_lines(ot)
+    if not head:
+        return []
+    lines = ["", head, "", _md_row(["row", "instructions per step", "time per step",
+                                    "share of the sample period"]), _md_row(["---"] * 4)]  # fmt: skip
+    return lines + [_md_row(r) for r in rows]
 
 
 def _md_versioning(v: dict[str, Any]) -> list[str]:
@@ -143,6 +170,7 @@ def markdown(tasks: list[dict[str, Any]], figs: dict[str, list[Figure]]) -> str:
             lines.append(_md_row([r["title"], *texts]))
         lines.append("")
         lines += [f"[{n['n']}] {n['text']}  " for n in t["footnotes"]]
+        lines += _md_target(t.get("on_target"))
         for f in figs[t["name"]]:
             lines += ["", f"### {f.title}", "", f"![{f.title}]({f.name})", "", f.caption]
             if f.name.endswith("_per_class_f1.png"):
@@ -288,6 +316,13 @@ def page(tasks: list[dict[str, Any]], figs: dict[str, list[Figure]]) -> str:
     for t in tasks:
         out.append(f'<section id="task-{_e(t["name"])}">')
         out += [f"<h2>{_e(heading(t))}</h2>", f"<p>{_e(intro(t))}</p>", *_h_parity(t)]
+        head, trows = target_lines(t.get("on_target"))
+        if head:
+            out.append(f"<p>{_e(head)}</p><table><tr>" + "".join(
+                f"<th>{h}</th>" for h in ("row", "instructions per step", "time per step",
+                                          "share of the sample period")) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>"
+                          for r in trows) + "</table>")  # fmt: skip
         for f in figs[t["name"]]:
             out += _h_figure(f)
             if f.name.endswith("_per_class_f1.png"):

@@ -339,7 +339,7 @@ def test_byo_file_errors(tmp_path: Path) -> None:
     _raises(_csv(tmp_path, "not a zip", name="junk.npz"), "not a readable .npz")
     obj = tmp_path / "obj.npz"
     np.savez(obj, X=np.array([{"a": 1}], dtype=object), y=np.zeros(1), groups=np.zeros(1))
-    _raises(obj, "'X'", "without pickle")
+    _raises(obj, "X: object arrays", "without pickle")
 
 
 def test_byo_npz_errors(tmp_path: Path) -> None:

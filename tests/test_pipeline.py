@@ -252,8 +252,12 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     ]  # fmt: skip
     b = str(tmp_path / "har")
     argv = {s.name: list(s.argv) for s in har}
-    assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--sparsity", "0.75",
-                             "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9"]  # fmt: skip
+    target = "configs/targets/cortex-m4-80mhz.toml"
+    assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--choose",
+                             "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9",
+                             "--target", target]  # fmt: skip
+    assert argv["export"][-2:] == ["--target", target] == argv["engine"][-2:]
+    assert all(ROOT / target in har[i].inputs for i in (1, 4, 5))
     assert argv["mcu"] == [py, "-m", "firmware_export", "mcu", "--bundle", b,
                            "--target", "m4", "--target", "m3", "--report"]  # fmt: skip
     assert argv["firmware"][-1] == f"BUNDLE={tmp_path.resolve() / 'har'}"
@@ -264,10 +268,16 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     assert "prune" not in [s.name for s in anomaly]
     assert anomaly[0].argv[-2:] == ("--data", str(tmp_path / "d.npz"))
     assert tmp_path / "d.npz" in anomaly[0].inputs
-    assert "--sweep" not in task_stages("har", build=tmp_path, sweep=None)[1].argv
+    no_sweep = list(task_stages("har", build=tmp_path, sweep=None)[1].argv)
+    assert no_sweep[no_sweep.index("--sweep") + 1] == "0"  # no sweep: the dense model
+    other = tmp_path / "m3.toml"
+    cfg = tmp_path / "own.toml"
+    st = task_stages("har", build=tmp_path, target=other, config=cfg)
+    assert st[1].argv[-2:] == ("--target", str(other)) and other in st[1].inputs
+    assert st[0].argv[4] == str(cfg) and cfg in st[0].inputs
     rep = report_stage(["har", "anomaly"], build=tmp_path)
     assert list(rep.argv[1:]) == ["-m", "report", b, str(tmp_path / "anomaly"),
-                                  "--out", str(tmp_path / "reports")]  # fmt: skip
+                                  "--out", str(tmp_path / "reports"), "--target", target]  # fmt: skip
     for s in [*har, *anomaly]:
         assert all(p.is_dir() for p in s.sources), s.name
 
@@ -278,6 +288,11 @@ def test_cli_refuses_bad_requests(tmp_path: Path, capsys: pytest.CaptureFixture[
     missing = tmp_path / "nope.npz"
     assert pipeline_main(["demo", "--build", str(tmp_path), "--data", str(missing)]) == 2
     assert f"--data {missing}: no such file" in capsys.readouterr().err
+    bad = tmp_path / "t.toml"
+    bad.write_text("name = 'x'\nkind = 'mcu'\nboard = 'mps2-an386'\nclokc_hz = 1\n")
+    assert pipeline_main(["demo", "--build", str(tmp_path), "--target", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "did you mean 'clock_hz'" in err and len(err.splitlines()) == 1
     with pytest.raises(SystemExit):
         pipeline_main(["demo", "--sweep", "0.5,1.5"])
     assert "expected comma-separated sparsities" in capsys.readouterr().err

@@ -205,7 +205,7 @@ def test_a_forecaster_has_no_argmax_agreement_and_says_why() -> None:
     """build_row on a forecaster's TFLM entry: agreement is n/a with its footnote; a
     non-null agreement for a forecaster is refused (it would be a wrong key)."""
     entry = {"hit": True, "margin": 5.5, "point_auc": 0.98, "window_auc": 0.54,
-             "argmax_agreement": None, "max_abs_err": 1.1, "rmse": 0.18, "l2r": 0.0025,
+             "threshold": 1.46, "false_alarms": 7, "detection_delay": 1, "argmax_agreement": None, "max_abs_err": 1.1, "rmse": 0.18, "l2r": 0.0025,
              "cosine": 0.99999, "model_bytes": 13792}  # fmt: skip
     doc = {"backends": {"tflm": entry}, "sizes": {"tflm_arena": {"bytes": 6176}},
            "timing": {"int8": {"us_per_step": {"tflm": 15.1}}}}  # fmt: skip
@@ -295,11 +295,13 @@ def test_the_anomaly_rows_and_trace_are_the_stages_figures(report) -> None:
     assert scores is not None
     labels = b.load_npz("reference.npz")["labels"] > 0
     zone = int(m["stages"]["train"]["config"]["data"].get("zone", 100))
-    got = anomaly_report(scores, labels, zone=zone, threshold=m["thresholds"]["anomaly_score"],
+    got = anomaly_report(scores, labels, zone=zone, threshold=m["thresholds"]["anomaly_score_int8"],
                          ignore_first=int(m["thresholds"].get("anomaly_warmup_samples", 0)))  # fmt: skip
     tflm = parity["backends"]["tflm"]
-    for k in ("peak", "hit", "margin", "point_auc", "window_auc", "false_alarms"):
+    for k in ("peak", "hit", "margin", "point_auc", "window_auc", "threshold", "false_alarms",
+              "detection_delay"):  # fmt: skip
         assert got[k] == tflm[k], (k, got[k], tflm[k])
+        assert rows["tflm"]["cells"][k if k != "peak" else "hit"] is not None
     assert [f["file"] for f in task["figures"]] == [f"{task['name']}_scores.png"]
 
 

@@ -99,10 +99,10 @@ def test_a_failed_run_leaves_the_previous_bundle(bm_bundle: Path, tmp_path: Path
     [
         (
             "name = 'x'\n[data]\nwindow = 0\nhop = 1\n",
-            r"\[data\].window: expected a positive integer",
+            r"\[data\]: window: expected a positive integer",
         ),
-        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[bogus]\n", r"unknown section\(s\) \['bogus'\]"),
-        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[train]\nepoch = 3\n", r"\[train\]"),
+        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[bogus]\n", r"unknown key 'bogus'"),
+        ("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[train]\nepoch = 3\n", r"did you mean 'epochs'"),
         ("name = \n", "not valid TOML"),
     ],
 )

@@ -43,11 +43,33 @@ class TrainingArrays:
     sample_weight: np.ndarray | None  # forecaster: 0 over each sequence's warm-up
     class_weight: dict[int, float] | None  # classifier with [train] class_weights
     augment: dict[str, Any] | None  # keyword arguments of train.fit.Augmented
+    # Forecaster: the training series as int16 counts and how many samples of each are
+    # fitted (the rest is its validation tail); None for a classifier.
+    series: list[np.ndarray] | None = None
+    n_fit: list[int] | None = None
 
 
 def load_data(cfg: Config, data_path: str | None = None) -> SensorData:
-    """The configured data set, or a bring-your-own file (``--data``)."""
-    return load_dataset(data_path or cfg.data.get("dataset", ""), window=cfg.window)
+    """The configured data set, or a bring-your-own file (``--data``), read as the task
+    the config's head names; a mismatch is one line naming the config and the data."""
+    from train.data.byo import SeriesSplit
+
+    d = cfg.data
+    series = SeriesSplit(
+        train_end=d.get("train_end"),
+        margin=int(d.get("margin", int(d.get("zone", 100)) + cfg.window)),
+        window=cfg.window,
+    )
+    rate = d.get("sample_rate")
+    try:
+        return load_dataset(
+            data_path or d.get("dataset", ""), window=cfg.window, task=cfg.task, series=series,
+            sample_rate=None if rate is None else float(rate),
+        )  # fmt: skip
+    except DataError as e:
+        if data_path is None and str(e).startswith("data set "):
+            raise DataError(f"{cfg.path}: [data].dataset: {e}") from None
+        raise
 
 
 def training_arrays(b: Bundle, data_path: str | None = None) -> TrainingArrays:
@@ -98,13 +120,15 @@ def _forecaster(
     cfg: Config, data: SensorData, scale: np.ndarray, mean: np.ndarray, std: np.ndarray
 ) -> TrainingArrays:
     series, test = series_parts(data)
-    u = preprocess.normalize(series, scale, mean, std)
+    us = [preprocess.normalize(s, scale, mean, std) for s in series]
     u_test = preprocess.normalize(test.counts, scale, mean, std)
-    fit = fit_arrays(cfg, u, fit_length(cfg, len(series)))
+    fit = fit_arrays(cfg, us)
     return TrainingArrays(
         **fit,
         x_test=u_test[None, :-1].astype(np.float32),
         y_test=u_test[None, 1:].astype(np.float32),
         class_weight=None,
         augment=None,
+        series=series,
+        n_fit=[fit_length(cfg, len(s)) for s in series],
     )

@@ -51,8 +51,28 @@ def make_windows(data: SensorData, part: str, window: int, hop: int) -> Split:
 
 
 def split_windows(data: SensorData, window: int, hop: int) -> dict[str, Split]:
-    """The windows of every split part: ``{"train", "val", "test"}``."""
-    return {part: make_windows(data, part, window, hop) for part in ("train", "val", "test")}
+    """The windows of every split part: ``{"train", "val", "test"}``.
+
+    Refuses data a classifier cannot learn or be judged on: fewer than 2 classes, or a
+    class without a window in the training or the validation part (model selection,
+    early stopping and pruning compare macro-F1 on validation).
+    """
+    names = list(data.label_names)
+    if len(names) < 2:
+        raise DataError(
+            f"{data.source}: {len(names)} class ({names}); a classifier needs at least 2 "
+            f"(for anomaly data set the config's [model] head = 'forecast')"
+        )
+    parts = {part: make_windows(data, part, window, hop) for part in ("train", "val", "test")}
+    for part in ("train", "val"):
+        missing = sorted(set(range(len(names))) - set(parts[part].y.tolist()))
+        if missing:
+            raise DataError(
+                f"{data.source}: the {part} part (groups {data.split[part]}) has no window of "
+                f"class(es) {[names[i] for i in missing]}; expected every class in train and "
+                f"val (more groups, or a 'split' array that puts each class in both)"
+            )
+    return parts
 
 
 def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict:

@@ -20,16 +20,17 @@ def sequences(u: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndar
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def series_parts(data: SensorData) -> tuple[np.ndarray, Recording]:
-    """The anomaly-free training series (int16 counts) and the test recording."""
+def series_parts(data: SensorData) -> tuple[list[np.ndarray], Recording]:
+    """The anomaly-free training series (int16 counts, one per training part, in order)
+    and the test recording."""
     train_recs = data.recordings_of("train")
     test_recs = data.recordings_of("test")
-    if len(train_recs) != 1 or len(test_recs) != 1:
+    if not train_recs or len(test_recs) != 1:
         raise DataError(
-            f"{data.source}: the forecaster expects one training and one test series, "
+            f"{data.source}: the forecaster expects training series and one test series, "
             f"found {len(train_recs)} and {len(test_recs)}"
         )
-    return train_recs[0].counts, test_recs[0]
+    return [r.counts for r in train_recs], test_recs[0]
 
 
 def fit_length(cfg: Config, n: int) -> int:
@@ -38,15 +39,40 @@ def fit_length(cfg: Config, n: int) -> int:
     return n - int(round(n * float(cfg.data.get("val_fraction", 0.2))))
 
 
-def fit_arrays(cfg: Config, u: np.ndarray, n_fit: int) -> dict[str, np.ndarray]:
-    """Training and validation sequences of the normalized training series ``u`` (n, C),
-    and the loss weights of the training targets (0 over the first ``warmup`` steps)."""
+def fit_arrays(cfg: Config, us: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Training and validation sequences of the normalized training series ``us`` (each
+    (n, C): its first :func:`fit_length` samples fitted, its tail validating), and the
+    loss weights of the training targets (0 over the first ``warmup`` steps)."""
     length, hop = cfg.window, cfg.hop
-    x_tr, y_tr = sequences(u[:n_fit], length, hop)
-    x_va, y_va = sequences(u[n_fit - length :], length, hop)
-    w_tr = np.ones(y_tr.shape[:2], np.float32)
+    parts: dict[str, list[np.ndarray]] = {"x_train": [], "y_train": [], "x_val": [], "y_val": []}
+    for u in us:
+        n_fit = fit_length(cfg, len(u))
+        if n_fit <= length or len(u) - n_fit < 1:
+            raise DataError(
+                f"{cfg.path}: a training part of {len(u)} samples leaves {n_fit} to fit and "
+                f"{len(u) - n_fit} to validate with window {length} and val_fraction "
+                f"{cfg.data.get('val_fraction', 0.2)}; expected more than one window of each"
+            )
+        x_tr, y_tr = sequences(u[:n_fit], length, hop)
+        x_va, y_va = sequences(u[n_fit - length :], length, hop)
+        for k, v in (("x_train", x_tr), ("y_train", y_tr), ("x_val", x_va), ("y_val", y_va)):
+            parts[k].append(v)
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    w_tr = np.ones(out["y_train"].shape[:2], np.float32)
     w_tr[:, : cfg.train.warmup] = 0.0
-    return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va, "sample_weight": w_tr}
+    return {**out, "sample_weight": w_tr}
+
+
+def val_max_score(model, us: list[np.ndarray], series: list[np.ndarray], cfg: Config,
+                  scale: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:  # fmt: skip
+    """The largest float score over the validation tails, each training series streamed
+    from a zero state from its start (as a device would)."""
+    best = 0.0
+    for u, counts in zip(us, series, strict=True):
+        f = stream_forecast(model, u) * std + mean
+        s = anomaly.forecast_scores(counts * scale, f)
+        best = max(best, float(s[fit_length(cfg, len(u)) :].max()))
+    return best
 
 
 def stream_forecast(model, u: np.ndarray) -> np.ndarray:
@@ -57,11 +83,11 @@ def stream_forecast(model, u: np.ndarray) -> np.ndarray:
 def train_forecaster(cfg: Config, data: SensorData, seeds: list[int] | None = None) -> dict:
     scale = np.array([c.scale for c in data.channels])
     series, test = series_parts(data)
-    n_fit = fit_length(cfg, len(series))
-    mean, std = preprocess.fit_normalization(series[:n_fit], scale)
-    u_all = preprocess.normalize(series, scale, mean, std)
+    fitted = np.concatenate([s[: fit_length(cfg, len(s))] for s in series])
+    mean, std = preprocess.fit_normalization(fitted, scale)
+    us = [preprocess.normalize(s, scale, mean, std) for s in series]
     u_test = preprocess.normalize(test.counts, scale, mean, std)
-    arrays = fit_arrays(cfg, u_all, n_fit)
+    arrays = fit_arrays(cfg, us)
     x_tr, y_tr, x_va, y_va = (arrays[k] for k in ("x_train", "y_train", "x_val", "y_val"))
     w_tr = arrays["sample_weight"]
     mcfg = cfg.model_config(data.n_channels, data.n_channels)
@@ -80,9 +106,8 @@ def train_forecaster(cfg: Config, data: SensorData, seeds: list[int] | None = No
         seconds = time.perf_counter() - t0
         # Threshold: the largest score on the anomaly-free validation tail, streamed
         # from a zero state over the whole training series (as a device would).
-        f_train = stream_forecast(model, u_all) * std + mean
-        s_train = anomaly.forecast_scores(series * scale, f_train)
-        threshold = float(cfg.threshold.get("factor", 1.0)) * float(s_train[n_fit:].max())
+        val_max = val_max_score(model, us, series, cfg, scale, mean, std)
+        threshold = float(cfg.threshold.get("factor", 1.0)) * val_max
         f_test = stream_forecast(model, u_test) * std + mean
         x_test = test.counts * scale
         scores = anomaly.forecast_scores(x_test, f_test)
@@ -93,11 +118,7 @@ def train_forecaster(cfg: Config, data: SensorData, seeds: list[int] | None = No
         rep["forecast_mae"] = float(err.mean())
         rep["forecast_max_abs_err"] = float(err.max())
         runs.append({"seed": seed, "seconds": round(seconds, 1), "history": hist, "test": rep})
-        print(
-            f"  seed {seed}: peak {rep['peak']} (labelled {rep['labelled']}) hit={rep['hit']} "
-            f"margin {rep['margin']:.2f} point AUC {rep['point_auc']:.3f} "
-            f"window AUC {rep['window_auc']:.3f} ({round(seconds, 1)} s)"
-        )
+        print(f"  seed {seed}: {anomaly.describe(rep)} ({round(seconds, 1)} s)")
         if final is None:
             final = (model, f_test, scores, threshold)
     model, f_test, scores, threshold = final
@@ -119,6 +140,6 @@ def train_forecaster(cfg: Config, data: SensorData, seeds: list[int] | None = No
         "runs": runs,
         "selection": [],
         "n_windows": {"train": len(x_tr), "val": len(x_va), "test": 1},
-        "n_fit": n_fit,
+        "n_fit": [fit_length(cfg, len(s)) for s in series],
         "warmup": warmup,
     }

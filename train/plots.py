@@ -36,8 +36,8 @@ def confusion_png(path: Path, confusion: list[list[int]], labels: list[str], tit
 def score_png(
     path: Path,
     scores: np.ndarray,
-    labelled: list[int],
-    zone: list[int],
+    labelled: list[int] | None,
+    zone: list[int] | None,
     threshold: float | None,
     baseline: np.ndarray | None,
     title: str,
@@ -47,8 +47,10 @@ def score_png(
     )
     ax = axes[0, 0]
     ax.plot(scores, lw=0.6, color="tab:blue", label="GRU forecast error")
-    ax.axvspan(zone[0], zone[1], color="tab:orange", alpha=0.2, label="±zone")
-    ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.5, label="labelled anomaly")
+    if zone is not None and labelled is not None:  # a series without labels has neither
+        ax.axvspan(zone[0], zone[1], color="tab:orange", alpha=0.2, label="±zone")
+        ax.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.5,
+                   label="labelled anomaly")  # fmt: skip
     if threshold is not None:
         ax.axhline(threshold, color="k", ls="--", lw=0.8, label="threshold")
     ax.set_ylabel("score (sensor units)")
@@ -57,8 +59,9 @@ def score_png(
     if baseline is not None:
         b = axes[1, 0]
         b.plot(baseline, lw=0.6, color="tab:gray", label="persistence |x_t − x_{t−1}|")
-        b.axvspan(zone[0], zone[1], color="tab:orange", alpha=0.2)
-        b.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.5)
+        if zone is not None and labelled is not None:
+            b.axvspan(zone[0], zone[1], color="tab:orange", alpha=0.2)
+            b.axvspan(labelled[0], labelled[1] + 1, color="tab:red", alpha=0.5)
         b.set_ylabel("baseline score")
         b.legend(fontsize=7, loc="upper left")
     axes[-1, 0].set_xlabel("sample")

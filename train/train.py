@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from edge_runtime import contract
+from edge_runtime import anomaly, contract
 from edge_runtime.bundle import stage_writer
 from train import plots
 from train.arrays import load_data
@@ -40,6 +40,8 @@ def _channels(data: SensorData, train_counts: np.ndarray) -> list[dict]:
 
 
 def _summary(runs: list[dict], key: str) -> dict:
+    if any(r["test"][key] is None for r in runs):  # a series without labelled anomaly
+        return {"mean": None, "std": None, "values": [r["test"][key] for r in runs]}
     vals = np.array([r["test"][key] for r in runs], dtype=np.float64)
     return {"mean": float(vals.mean()), "std": float(vals.std(ddof=0)), "values": vals.tolist()}
 
@@ -55,7 +57,7 @@ def run(
     print(
         f"[train] {data.dataset_id}: {len(data.recordings)} recordings, {data.n_channels} channels"
     )
-    result = (train_forecaster if data.task == "forecast" else train_classifier)(cfg, data, seeds)
+    result = (train_forecaster if cfg.task == "forecast" else train_classifier)(cfg, data, seeds)
     model, mcfg = result["model"], result["model_config"]
     out_dir = Path(out)
     with stage_writer(out_dir, "train", config=cfg.raw, fresh=True) as w:
@@ -66,7 +68,7 @@ def run(
         train_counts = (
             result["train"].counts
             if data.task != "forecast"
-            else data.recordings_of("train")[0].counts
+            else np.concatenate([r.counts for r in data.recordings_of("train")])
         )
         m["dataset"] = {
             "id": data.dataset_id,
@@ -137,7 +139,9 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
             rep["zone"],
             r["threshold"],
             r["baseline_scores"],
-            f"{data.dataset_id}: float GRU forecast error (hit={rep['hit']}, "
+            f"{data.dataset_id}: float GRU forecast error ({anomaly.describe(rep)})"
+            if rep["hit"] is None
+            else f"{data.dataset_id}: float GRU forecast error (hit={rep['hit']}, "
             f"margin {rep['margin']:.1f}; persistence margin {r['baseline']['margin']:.1f})",
         )
         w.add_file("reports/scores_float.png")
@@ -191,6 +195,8 @@ def summary(bundles: list[str]) -> None:
                 f"{t['macro_f1']:.4f} over {t['n']} windows; {rep['params']} params "
                 f"(seeds: acc {s['accuracy']['mean']:.4f} ± {s['accuracy']['std']:.4f})"
             )
+        elif t.get("hit") is None:
+            print(f"{b}: {rep['dataset']} {anomaly.describe(t)} (no labelled anomaly)")
         else:
             base = rep["baseline_persistence"]
             print(

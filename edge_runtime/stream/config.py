@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime import contract
+from edge_runtime import anomaly, contract
 from edge_runtime.interpreter import InterpreterError, StepInterpreter
 from edge_runtime.preprocess import InputQuant
 
@@ -98,7 +98,7 @@ class StreamConfig:
             pre = m["preprocess"]
             ring = m["quantization"]["step"]["ring_buffer"]
             th = m.get("thresholds") or {}
-            thr = th.get("anomaly_score")
+            thr = anomaly.device_threshold(th)
             cfg = cls(
                 task=str(m["task"]),
                 labels=[str(v) for v in m.get("labels", [])],
