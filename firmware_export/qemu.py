@@ -59,7 +59,9 @@ MAKE = "make"
 
 # a board's core (its report name, mcu_m4.json) -> its QEMU machine and CPU
 TARGETS = {b.core: {"machine": b.name, "cpu": b.cpu} for b in boards.BOARDS}
-DEFAULT_TARGETS = ("m4", "m3")  # the mcu stage's reports (mcu_m4.json, mcu_m3.json)
+DEFAULT_TARGETS = tuple(
+    b.core for b in boards.BOARDS
+)  # the mcu stage: every board (mcu_m4.json, ...)
 MCU_TARGET_ARGS = tuple(a for t in DEFAULT_TARGETS for a in ("--target", t))
 SYSTICK_HZ = 25_000_000  # the MPS2 boards (AN385/AN386/AN500); others: Board.clock_hz
 INSTRUCTIONS_PER_TICK = 1_000_000_000 // SYSTICK_HZ  # -icount shift=0: 1 instruction = 1 ns
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--target", type=_target, action="append",
                         help="a board: m4, an386 or mps2-an386, ... (repeatable; default: "
-                        f"{' and '.join(DEFAULT_TARGETS)})")  # fmt: skip
+                        f"{', '.join(DEFAULT_TARGETS)})")  # fmt: skip
     parser.add_argument("--windows", type=int, default=None,
                         help="first N reference windows (classifiers; default all with --report)")  # fmt: skip
     parser.add_argument("--report", action="store_true",

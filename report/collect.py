@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import contract
+from edge_runtime import boards, contract
 from edge_runtime.bundle import Bundle, BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,18 @@ class RowSpec:
     file: str  # under reports/
     entry: tuple[str, ...]  # path of the backend entry in that file
     kind: str  # float, litert, tflm, host, mcu
+    optional: bool = False  # shown when its file exists (boards added after a bundle was made)
+
+
+# The Cortex-M rows every bundle has; the other boards' rows appear when their report does.
+REQUIRED_MCU = ("m4", "m3")
+
+
+def _mcu_title(b: boards.Board) -> str:
+    """``tinygru C (Cortex-M4, QEMU)``; a core without DSP says portable; a part names its core."""
+    core = "Cortex-" + b.cpu.removeprefix("cortex-").upper()
+    name = core if b.core == b.cpu.removeprefix("cortex-") else f"{b.core.upper()}, {core}"
+    return f"tinygru C ({name}{'' if b.dsp else ' portable'}, QEMU)"
 
 
 CLASSIFY = (Column("accuracy", "accuracy", "pct"), Column("macro_f1", "macro-F1", "f4"))
@@ -91,8 +103,17 @@ ROWS = (
     ),
     RowSpec("tflm", "int8 TFLM", "parity.json", ("backends", "tflm"), "tflm"),
     RowSpec("engine", "tinygru C (host)", "engine.json", ("backend",), "host"),
-    RowSpec("mcu_m4", "tinygru C (Cortex-M4, QEMU)", "mcu_m4.json", ("backend",), "mcu"),
-    RowSpec("mcu_m3", "tinygru C (Cortex-M3 portable, QEMU)", "mcu_m3.json", ("backend",), "mcu"),
+    *(
+        RowSpec(
+            f"mcu_{b.core}",
+            _mcu_title(b),
+            f"mcu_{b.core}.json",
+            ("backend",),
+            "mcu",
+            optional=b.core not in REQUIRED_MCU,
+        )
+        for b in sorted(boards.BOARDS, key=lambda b: (*REQUIRED_MCU, b.core).index(b.core))
+    ),  # fmt: skip
     RowSpec("runtime", "edge runtime (x86, window-exact)", "runtime.json", ("backend",), "host"),
 )
 
@@ -102,8 +123,11 @@ PRODUCERS = {
     "parity.json": "python -m quantize parity --bundle BUNDLE",
     "quantize.json": "python -m quantize int8 --bundle BUNDLE",
     "engine.json": "python -m firmware_export engine --bundle BUNDLE",
-    "mcu_m4.json": "python -m firmware_export mcu --bundle BUNDLE --target m4 --report",
-    "mcu_m3.json": "python -m firmware_export mcu --bundle BUNDLE --target m3 --report",
+    **{
+        f"mcu_{b.core}.json": f"python -m firmware_export mcu --bundle BUNDLE --target {b.core} "
+        "--report"
+        for b in boards.BOARDS
+    },
     "runtime.json": "python -m edge_runtime check --bundle BUNDLE --json BUNDLE/reports/runtime.json",
 }
 
@@ -344,6 +368,8 @@ def table(bundle: Path, task: str) -> tuple[list[dict[str, Any]], Notes]:
     docs["parity.json"] = parity
     rows = []
     for spec in row_specs(parity):
+        if spec.optional and not (bundle / "reports" / spec.file).is_file():
+            continue
         if spec.file not in docs:
             docs[spec.file] = read_report(bundle, spec.file, f"the row '{spec.title}'")
         rows.append(build_row(spec, docs[spec.file], task, _where(bundle, spec.file), notes))
