@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -484,10 +485,12 @@ def _main_report(bundle_dir: str, targets: list[str], n_windows: int | None) -> 
     try:
         fw, prefix = _firmware_of(bundle_dir)
         info = sizes.firmware_sizes(fw, prefix)
-        reports = []
-        for t in targets:
-            r = mcu_report(bundle_dir, t, n_windows, sizes_info=info)
-            reports.append(r)
+        # one QEMU per core at a time (each board's build and run are independent)
+        with ThreadPoolExecutor(max_workers=max(1, min(len(targets), os.cpu_count() or 1))) as ex:
+            reports = list(ex.map(lambda t: mcu_report(bundle_dir, t, n_windows, sizes_info=info),
+                                  targets))  # fmt: skip
+        for r in reports:
+            t = r["target"]
             e = r["backend"]
             fig = (f"accuracy {e['accuracy']:.4f}, agreement {e['argmax_agreement']:.4f}"
                    if "accuracy" in e else f"hit {e['hit']}, margin {_g(e['margin'])}, "
