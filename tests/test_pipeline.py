@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime import boards
 from pipeline.__main__ import main as pipeline_main
 from pipeline.cache import Stage, StageFailed, file_digest, run_chain, tool_version
 from pipeline.stages import ROOT, report_stage, task_stages
@@ -258,8 +259,9 @@ def test_real_stage_lists(tmp_path: Path) -> None:
                              "--target", target]  # fmt: skip
     assert argv["export"][-2:] == ["--target", target] == argv["engine"][-2:]
     assert all(ROOT / target in har[i].inputs for i in (1, 4, 5))
+    every_board = [a for bd in boards.BOARDS for a in ("--target", bd.core)]
     assert argv["mcu"] == [py, "-m", "firmware_export", "mcu", "--bundle", b,
-                           "--target", "m4", "--target", "m3", "--report"]  # fmt: skip
+                           *every_board, "--report"]  # fmt: skip
     assert argv["firmware"][-1] == f"BUNDLE={tmp_path.resolve() / 'har'}"
     assert all(s.watch == tmp_path / "har" for s in har)
     assert ROOT / "requirements.txt" in har[0].inputs
