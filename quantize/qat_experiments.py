@@ -1,0 +1,207 @@
+"""PTQ vs QAT on real bundles through the existing int8 path: ``python -m quantize.qat_experiments``.
+
+``run --bundle B --out DIR [--seeds 0,1,2] [--settings JSON]``: for each seed, copy the
+(already converted and parity-checked) bundle B to ``DIR/seed<k>``, fine-tune with
+:func:`quantize.qat.qat_finetune`, put the result where the int8 stage reads its
+model (``model_pruned.keras``; a bundle without pruning gets one, so that the parity
+stage still checks ``model_float.keras`` against ``reference.npz``), run the int8
+stage (fresh process, PYTHONHASHSEED=0) and the parity check, and write
+``DIR/results.json`` and ``DIR/results.md``: PTQ (B's own parity report) and QAT side by
+side for every int8 backend. B is never modified.
+
+``attrib --bundle B [--model M.keras]``: the tensor-by-tensor attribution of
+:mod:`quantize.qat_attrib` on the validation and test windows (B's converted model,
+or ``M`` converted as the int8 stage would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("litert", "litert_xnnpack", "tflm")
+CLASS_KEYS = ("accuracy", "argmax_agreement", "max_abs_err", "rmse")
+FORECAST_KEYS = ("margin", "point_auc", "max_abs_err", "rmse")
+
+
+def _rows(parity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    keys = CLASS_KEYS if parity["task"] == "classification" else FORECAST_KEYS
+    return {n: {k: e.get(k) for k in keys} for n, e in parity["backends"].items()}
+
+
+def run_one(bundle: Path, out: Path, settings: Any) -> dict[str, Any]:
+    from edge_runtime import contract
+    from edge_runtime.bundle import stage_writer
+    from quantize.parity import check
+    from quantize.qat import QAT_REPORT, qat_finetune
+    from quantize.stage import int8
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(bundle, out)
+    t0 = time.perf_counter()
+    model, report = qat_finetune(out, settings)
+    t_qat = time.perf_counter() - t0
+    with stage_writer(out, "qat", config={"command": "qat", **report["settings"]}) as w:
+        model.save(w.dir / contract.PRUNED_MODEL)
+        w.add_file(contract.PRUNED_MODEL)
+        w.write_json(QAT_REPORT, report)
+    int8(out, arena=False)
+    parity = check(out, progress=False)
+    return {"qat_seconds": round(t_qat, 1), "report": report, "rows": _rows(parity)}
+
+
+def _table(ptq: dict[str, Any], runs: list[dict[str, Any]], task: str) -> str:
+    keys = CLASS_KEYS if task == "classification" else FORECAST_KEYS
+    pct = {"accuracy", "argmax_agreement"}
+    lines = ["| backend | metric | PTQ | QAT (" + ", ".join(f"seed {r['seed']}" for r in runs)
+             + ") | QAT mean ± std |", "|---|---|---|---|---|"]  # fmt: skip
+    for b in ("float", *BACKENDS):
+        for k in keys:
+            vals = [r["rows"][b][k] for r in runs]
+
+            def f(v: float, k: str = k) -> str:
+                return f"{100 * v:.2f}%" if k in pct else f"{v:.4g}"
+
+            mean = statistics.mean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            lines.append(
+                f"| {b} | {k} | {f(ptq[b][k])} | {', '.join(f(v) for v in vals)} | "
+                f"{f(mean)} ± {f(sd) if k not in pct else f'{100 * sd:.2f}'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run(bundle: Path, out: Path, seeds: list[int], settings_json: str) -> dict[str, Any]:
+    from quantize.qat import QATSettings
+
+    out.mkdir(parents=True, exist_ok=True)
+    ptq = json.loads((bundle / "reports/parity.json").read_text())
+    base = json.loads(settings_json) if settings_json else {}
+    runs = []
+    for seed in seeds:
+        s = QATSettings.from_dict({**base, "seed": seed}, "--settings")
+        r = run_one(bundle, out / f"seed{seed}", s)
+        r["seed"] = seed
+        runs.append(r)
+        print(f"[qat-experiments] seed {seed}: {json.dumps(r['rows'])}", flush=True)
+    result = {
+        "bundle": str(bundle),
+        "task": ptq["task"],
+        "ptq": _rows(ptq),
+        "runs": [{k: v for k, v in r.items()} for r in runs],
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.md").write_text(_table(result["ptq"], runs, ptq["task"]))
+    return result
+
+
+def attrib(bundle: Path, model_path: Path | None, out: Path | None) -> dict[str, Any]:
+    import keras
+    import numpy as np
+
+    from quantize.prune import bundle_data
+    from quantize.qat import QATSettings, _step_inputs, convert_spec, prune_masks
+    from quantize.qat_attrib import attribute
+    from quantize.qat_step import FakeQuantStep, window_weights
+    from quantize.stage import load_keras, model_config, open_bundle, source_model
+
+    b = open_bundle(bundle)
+    cfg = model_config(b)
+    model = (
+        keras.models.load_model(model_path, compile=False)
+        if model_path
+        else load_keras(b, source_model(b))
+    )
+    d = bundle_data(bundle)
+    _, spec = convert_spec(model, cfg, np.asarray(d["x_train"], np.float32), QATSettings())
+    fq = FakeQuantStep(cfg, window_weights(model, cfg), prune_masks(model, cfg))
+    result: dict[str, Any] = {}
+    if b.task == "classification":
+        for part in ("val", "test"):
+            xs = _step_inputs(cfg, d[f"x_{part}"])
+            result[part] = attribute(fq, spec, xs, np.asarray(d[f"y_{part}"]))
+    else:
+        result["test"] = _forecast_attrib(b, cfg, fq, spec)
+    if out:
+        out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _forecast_attrib(b: Any, cfg: Any, fq: Any, spec: Any) -> dict[str, Any]:
+    """Margin per tensor kept in float on the bundle's test series (as the parity stage)."""
+    import numpy as np
+
+    from edge_runtime import contract
+    from edge_runtime.parity_entry import forecast_entry
+    from edge_runtime.preprocess import normalize
+    from quantize.qat import _step_inputs
+    from quantize.qat_attrib import attribute_forecast
+    from quantize.stage import channel_scales
+
+    m = b.manifest
+    ref = b.load_npz(contract.REFERENCE)
+    counts = ref["series_counts"][None]
+    scale_c = channel_scales(b)
+    mean, std = np.asarray(m["preprocess"]["mean"]), np.asarray(m["preprocess"]["std"])
+    u = normalize(counts, scale_c, mean, std)
+    x_phys = counts[0].astype(np.float64) * scale_c
+    lab = ref["labels"].astype(np.int64)
+    kw = {
+        "zone": int(m["stages"]["train"]["config"]["data"].get("zone", 100)),
+        "threshold": m.get("thresholds", {}).get("anomaly_score"),
+        "warmup": int(m.get("thresholds", {}).get("anomaly_warmup_samples", 0)),
+    }
+
+    def figures(y_norm: np.ndarray) -> dict[str, Any]:
+        f = y_norm.astype(np.float64) * std + mean
+        return forecast_entry(f, f, x_phys, lab, **kw)
+
+    return attribute_forecast(fq, spec, _step_inputs(cfg, u), figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quantize.qat_experiments")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--bundle", required=True, type=Path)
+    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--seeds", default="0")
+    r.add_argument("--settings", default="")
+    a = sub.add_parser("attrib")
+    a.add_argument("--bundle", required=True, type=Path)
+    a.add_argument("--model", type=Path)
+    a.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        seeds = [int(v) for v in args.seeds.split(",")]
+        run(args.bundle, args.out, seeds, args.settings)
+    else:
+        res = attrib(args.bundle, args.model, args.out)
+        for part, v in res.items():
+            print(part, json.dumps(v["simulated_all_quantized"]), v.get("float_accuracy"))
+            if "float" in v:
+                print(json.dumps(v["float"]))
+                for row in v["tensors"]:
+                    print(f"  {row['tensor']:8s} kept float margin {row['margin_kept_float']:.3f}; "
+                          f"only quantized {row['margin_only_this_quantized']:.3f}")  # fmt: skip
+                for row in v["cumulative"]:
+                    print(f"  float: {'+'.join(row['kept_float'])}: {row['margin']:.3f}")
+                continue
+            for row in v["tensors"]:
+                print(f"  {row['tensor']:8s} kept float {row['agreement_kept_float']:.4f} "
+                      f"(+{row['gain_kept_float']:.4f}); only quantized "
+                      f"{row['agreement_only_this_quantized']:.4f}")  # fmt: skip
+            for row in v["cumulative"]:
+                print(f"  float: {'+'.join(row['kept_float'])}: {row['agreement']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
