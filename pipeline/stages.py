@@ -7,6 +7,7 @@ from pathlib import Path
 
 from firmware_export.qemu import MCU_TARGET_ARGS
 from pipeline.cache import Stage
+from quantize.qat_config import qat_enabled
 
 __all__ = [
     "DEFAULT_SWEEP",
@@ -29,6 +30,7 @@ DEFAULT_SWEEP = "0,0.5,0.75,0.9"
 STAGE_NAMES = (
     "train",
     "prune",
+    "qat",
     "int8",
     "parity",
     "export",
@@ -104,6 +106,9 @@ def task_stages(
         if sweep:
             argv += ["--sweep", sweep]
         stages.append(stage("prune", argv + data_args, quantize_code, inputs=data_inputs))
+    if qat_enabled(config):  # [qat] enabled = true: fine-tune before int8
+        argv = [python, "-m", "quantize", "qat", "--bundle", b, "--config", _shown(config)]
+        stages.append(stage("qat", argv + data_args, quantize_code, inputs=(config, *data_inputs)))
     stages += [
         stage(
             "int8",

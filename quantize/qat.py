@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,102 +49,14 @@ import numpy as np
 import tensorflow as tf
 
 from edge_runtime import contract
+from quantize.bundle_io import QAT_MODEL
+from quantize.qat_config import QATSettings
 from quantize.qat_spec import Quant, read_act_spec
 from quantize.qat_step import FakeQuantStep, int8_softmax, window_weights
 from train.model import ModelConfig
 
-QAT_FILE = "model_qat.keras"
+QAT_FILE = QAT_MODEL
 QAT_REPORT = "reports/qat.json"
-RANGES = ("frozen", "recalibrate")
-
-
-class QATError(ValueError):
-    """Bad QAT settings or a bundle QAT cannot run on; the message names file and field."""
-
-
-@dataclass(frozen=True)
-class QATSettings:
-    """Settings of one QAT run (defaults measured on HAPT validation; see docs/architecture.md)."""
-
-    epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    distill: float = 1.0  # α: weight of the teacher term (1 = the teacher alone, no labels)
-    temperature: float = 2.0
-    float_weight: float = 1.0  # weight of the float path's loss beside the fake-quant one
-    consistency: float = 1.0  # weight of the int8-vs-float term (same weights, both paths)
-    ranges: str = "recalibrate"
-    calibration_samples: int = 1000  # as the int8 stage
-    calibration_seed: int = 0  # as the int8 stage
-    clipnorm: float = 1.0
-    seed: int = 0
-    max_train_windows: int = 0  # 0 = every training window each epoch
-    augment: bool = True  # the train stage's augmentation (rotation, gain), when it had one
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "distill": 0.0 <= self.distill <= 1.0,
-            "temperature": self.temperature > 0,
-            "float_weight": self.float_weight >= 0,
-            "consistency": self.consistency >= 0,
-            "ranges": self.ranges in RANGES,
-            "calibration_samples": self.calibration_samples >= 1,
-            "clipnorm": self.clipnorm > 0,
-            "max_train_windows": self.max_train_windows >= 0,
-        }
-        expect = {
-            "epochs": "an integer >= 0",
-            "batch_size": "an integer >= 1",
-            "learning_rate": "a number > 0",
-            "distill": "a number in [0, 1]",
-            "temperature": "a number > 0",
-            "float_weight": "a number >= 0",
-            "consistency": "a number >= 0",
-            "ranges": f"one of {list(RANGES)}",
-            "calibration_samples": "an integer >= 1",
-            "clipnorm": "a number > 0",
-            "max_train_windows": "an integer >= 0 (0 = all)",
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise QATError(
-                    f"qat.{name}: expected {expect[name]}, found {getattr(self, name)!r}"
-                )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> QATSettings:
-        """Settings from a config table (``[qat]``); errors name ``source`` and the field."""
-        if not isinstance(d, dict):
-            raise QATError(f"{source}: qat: expected a table, found {type(d).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        kw: dict[str, Any] = {}
-        for key, value in d.items():
-            if key == "enabled":
-                if not isinstance(value, bool):
-                    raise QATError(
-                        f"{source}: qat.enabled: expected true or false, found {value!r}"
-                    )
-                continue
-            if key not in known:
-                raise QATError(
-                    f"{source}: qat.{key}: unknown field (expected one of {sorted(known)})"
-                )
-            want = type(getattr(cls, key))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, want) or isinstance(value, bool):
-                raise QATError(f"{source}: qat.{key}: expected {want.__name__}, found {value!r}")
-            kw[key] = value
-        try:
-            return cls(**kw)
-        except QATError as e:
-            raise QATError(f"{source}: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -155,7 +66,8 @@ def convert_spec(
     model: keras.Model, cfg: ModelConfig, x_train: np.ndarray, s: QATSettings
 ) -> tuple[bytes, dict[str, Quant]]:
     """Convert ``model`` as the int8 stage does (in this process) and read its ranges."""
-    from quantize.convert import calibration_pairs, check_purity, convert_step
+    from quantize.convert import calibration_pairs, convert_step
+    from quantize.graph import check_purity
     from quantize.step_model import build_step_model
 
     cal = calibration_pairs(model, cfg, x_train, s.calibration_samples, s.calibration_seed)
@@ -240,8 +152,9 @@ class _Runner:
         self.fq, self.cfg, self.s, self.classify = fq, cfg, s, classify
         self.opt = keras.optimizers.Adam(s.learning_rate, clipnorm=s.clipnorm)
         self.opt.build(fq.weights)
-        self.train_fn = tf.function(self._train_step, jit_compile=True, reduce_retracing=True)
-        self.eval_fn = tf.function(self._forward, jit_compile=True, reduce_retracing=True)
+        jit = s.jit
+        self.train_fn = tf.function(self._train_step, jit_compile=jit, reduce_retracing=True)
+        self.eval_fn = tf.function(self._forward, jit_compile=jit, reduce_retracing=True)
 
     def _forward(self, xs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(q logits, v logits, float logits): last step (classifier) or every step."""
@@ -382,15 +295,16 @@ def qat_finetune(
     writes nothing. The report holds the settings, the per-epoch validation figures
     (epoch 0 = the PTQ model), the chosen epoch, the mask check and wall times.
     """
-    from quantize.prune import bundle_data, clone, is_classifier
-    from quantize.stage import StageError, load_keras, model_config, open_bundle, source_model
+    from quantize.bundle_io import StageError, load_keras, model_config, open_bundle, pre_qat_model
+    from quantize.prune import clone, is_classifier
+    from train.arrays import training_arrays
     from train.fit import configure_tf
 
     s = settings or QATSettings()
     t_start = time.perf_counter()
     configure_tf()
     b = open_bundle(bundle_dir)
-    source = source_model(b)
+    source = pre_qat_model(b)
     if not b.has(source):
         raise StageError(
             f"{b.root / source}: missing: QAT fine-tunes the model the int8 stage converts"
@@ -398,26 +312,27 @@ def qat_finetune(
     cfg = model_config(b)
     teacher = load_keras(b, source)
     classify = is_classifier(teacher)
-    d = bundle_data(bundle_dir, data_path)
+    d = training_arrays(b, data_path)
     keras.utils.set_random_seed(s.seed)
     student = clone(teacher)
     masks = prune_masks(teacher, cfg)
 
-    x_train = np.asarray(d["x_train"], np.float32)
-    xs_tr, xs_val = _step_inputs(cfg, x_train), _step_inputs(cfg, d["x_val"])
+    x_train = np.asarray(d.x_train, np.float32)
+    xs_tr, xs_val = _step_inputs(cfg, x_train), _step_inputs(cfg, d.x_val)
     if classify:
-        y_tr = np.asarray(d["y_train"], np.int64)
-        y_val = np.asarray(d["y_val"], np.int64)
+        y_tr = np.asarray(d.y_train, np.int64)
+        y_val = np.asarray(d.y_val, np.int64)
         t_tr = np.asarray(teacher.predict(x_train, batch_size=512, verbose=0), np.float32)
         w_tr = np.ones(len(y_tr), np.float32)
         w_val = None
     else:
-        y_tr, y_val = _step_targets(cfg, d["y_train"]), _step_targets(cfg, d["y_val"])
+        y_tr, y_val = _step_targets(cfg, d.y_train), _step_targets(cfg, d.y_val)
         t_tr = np.asarray(teacher.predict(x_train, batch_size=512, verbose=0), np.float32)
         t_tr = _step_targets(cfg, t_tr)
-        w_tr = np.asarray(d["sample_weight"], np.float32)[:, :: cfg.front_end_stride]
+        w_tr = np.asarray(d.sample_weight, np.float32)[:, :: cfg.front_end_stride]
         w_val = np.ones(y_val.shape[:2])
-        w_val[:, : int(d["config"].get("train", {}).get("warmup", 0))] = 0.0
+        train_cfg = b.manifest["stages"]["train"]["config"].get("train", {})
+        w_val[:, : int(train_cfg.get("warmup", 0))] = 0.0
 
     fq = FakeQuantStep(cfg, window_weights(student, cfg), masks)
     runner = _Runner(fq, cfg, s, classify)
@@ -435,9 +350,9 @@ def qat_finetune(
     rng = np.random.default_rng(s.seed)
     train_spec = start_spec
     t_train = 0.0
-    augment = d.get("augment") if (s.augment and classify) else None
+    augment = d.augment if (s.augment and classify) else None
     teacher_fn = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
-    cw = d.get("class_weight") if classify else None
+    cw = d.class_weight if classify else None
     for epoch in range(1, s.epochs + 1):
         t0 = time.perf_counter()
         order = rng.permutation(len(xs_tr))
@@ -480,6 +395,7 @@ def qat_finetune(
         raise RuntimeError(f"QAT changed the pruning masks: {mask_check}")
     report = {
         "source_model": source,
+        "source_sha256": b.artifacts[source]["sha256"],
         "settings": s.to_dict(),
         "task": "classification" if classify else "forecast",
         "history": history,
@@ -508,12 +424,56 @@ def _fmt(v: dict[str, Any]) -> str:
 
 
 def write_qat(bundle_dir: str | Path, model: keras.Model, report: dict[str, Any]) -> None:
-    """Write ``model_qat.keras`` and ``reports/qat.json`` into the bundle (one stage ``qat``)."""
+    """Write ``model_qat.keras`` and ``reports/qat.json`` into the bundle (stage ``qat``).
+
+    The stage's config records the model it was fine-tuned from (file and sha256):
+    :func:`quantize.bundle_io.source_model` converts ``model_qat.keras`` only while
+    that model is unchanged."""
     from edge_runtime.bundle import stage_writer
 
-    config = {"command": "qat", **report["settings"]}
+    config = {
+        "command": "qat",
+        "base_model": {"file": report["source_model"], "sha256": report["source_sha256"]},
+        **report["settings"],
+    }
     with stage_writer(bundle_dir, "qat", config=config) as w:
         w.versions.update({"tensorflow": tf.__version__, "keras": keras.__version__})
         model.save(w.dir / QAT_FILE)
         w.add_file(QAT_FILE)
         w.write_json(QAT_REPORT, report)
+
+
+def qat_stage(
+    bundle_dir: str | Path, settings: QATSettings, *, data_path: str | None = None
+) -> dict[str, Any]:
+    """``python -m quantize qat``: fine-tune, and keep the result only when validation chose it.
+
+    When an epoch after 0 scores best on validation, ``model_qat.keras`` and
+    ``reports/qat.json`` are written (the int8 stage then converts the QAT model).
+    When epoch 0 (the pre-QAT model) wins, nothing is written, so the int8 stage
+    converts exactly what it converted before; a QAT model left by an earlier run
+    is removed. Returns the report."""
+    from edge_runtime.bundle import stage_writer
+    from quantize.bundle_io import open_bundle
+
+    model, report = qat_finetune(bundle_dir, settings, data_path=data_path)
+    h = report["history"]
+    best, first = h[report["chosen_epoch"]], h[0]
+    if report["chosen_epoch"] > 0:
+        write_qat(bundle_dir, model, report)
+        print(
+            f"[quantize] qat: wrote {QAT_FILE} (epoch {report['chosen_epoch']}); validation "
+            f"{_fmt(first)} -> {_fmt(best)}; {report['seconds']['total']} s"
+        )
+        return report
+    b = open_bundle(bundle_dir)
+    if b.has(QAT_FILE) or b.has(QAT_REPORT):
+        with stage_writer(bundle_dir, "qat", config={"command": "qat", "chosen": False}) as w:
+            for name in (QAT_FILE, QAT_REPORT):
+                if w.manifest["artifacts"].get(name):
+                    w.remove(name)
+    print(
+        f"[quantize] qat: no epoch beat the pre-QAT model on validation ({_fmt(first)}); "
+        f"nothing written; {report['seconds']['total']} s"
+    )
+    return report

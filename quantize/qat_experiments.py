@@ -1,13 +1,13 @@
 """PTQ vs QAT on real bundles through the existing int8 path: ``python -m quantize.qat_experiments``.
 
 ``run --bundle B --out DIR [--seeds 0,1,2] [--settings JSON]``: for each seed, copy the
-(already converted and parity-checked) bundle B to ``DIR/seed<k>``, fine-tune with
-:func:`quantize.qat.qat_finetune`, put the result where the int8 stage reads its
-model (``model_pruned.keras``; a bundle without pruning gets one, so that the parity
-stage still checks ``model_float.keras`` against ``reference.npz``), run the int8
-stage (fresh process, PYTHONHASHSEED=0) and the parity check, and write
-``DIR/results.json`` and ``DIR/results.md``: PTQ (B's own parity report) and QAT side by
-side for every int8 backend. B is never modified.
+(already converted and parity-checked) bundle B to ``DIR/seed<k>`` and run the stages
+on the copy as ``make demo`` does: the qat stage (:func:`quantize.qat.qat_stage`), the
+int8 stage (fresh process, PYTHONHASHSEED=0; with a QAT model it also converts the
+pre-QAT one) and the parity stage, whose PTQ and QAT rows are collected into
+``DIR/results.json`` and ``DIR/results.md``, side by side for every int8 backend (a seed
+whose QAT lost on validation keeps the PTQ step: its QAT column repeats PTQ). B is
+never modified.
 
 ``attrib --bundle B [--model M.keras]``: the tensor-by-tensor attribution of
 :mod:`quantize.qat_attrib` on the validation and test windows (B's converted model,
@@ -30,31 +30,32 @@ CLASS_KEYS = ("accuracy", "argmax_agreement", "max_abs_err", "rmse")
 FORECAST_KEYS = ("margin", "point_auc", "max_abs_err", "rmse")
 
 
-def _rows(parity: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _rows(parity: dict[str, Any], suffix: str = "") -> dict[str, dict[str, Any]]:
+    """``{float, litert, litert_xnnpack, tflm: {figure: value}}`` of a parity report's rows
+    (``suffix="_ptq"``: its PTQ rows, ``float_pre_qat`` as float)."""
     keys = CLASS_KEYS if parity["task"] == "classification" else FORECAST_KEYS
-    return {n: {k: e.get(k) for k in keys} for n, e in parity["backends"].items()}
+    be = parity["backends"]
+    names = {"float": "float_pre_qat" if suffix else "float"}
+    names.update({b: b + suffix for b in BACKENDS})
+    return {n: {k: be[src].get(k) for k in keys} for n, src in names.items()}
 
 
 def run_one(bundle: Path, out: Path, settings: Any) -> dict[str, Any]:
-    from edge_runtime import contract
-    from edge_runtime.bundle import stage_writer
+    from quantize.int8 import int8
     from quantize.parity import check
-    from quantize.qat import QAT_REPORT, qat_finetune
-    from quantize.stage import int8
+    from quantize.qat import qat_stage
 
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(bundle, out)
     t0 = time.perf_counter()
-    model, report = qat_finetune(out, settings)
+    report = qat_stage(out, settings)
     t_qat = time.perf_counter() - t0
-    with stage_writer(out, "qat", config={"command": "qat", **report["settings"]}) as w:
-        model.save(w.dir / contract.PRUNED_MODEL)
-        w.add_file(contract.PRUNED_MODEL)
-        w.write_json(QAT_REPORT, report)
     int8(out, arena=False)
     parity = check(out, progress=False)
-    return {"qat_seconds": round(t_qat, 1), "report": report, "rows": _rows(parity)}
+    rows = _rows(parity)
+    ptq = _rows(parity, "_ptq") if "qat" in parity else rows
+    return {"qat_seconds": round(t_qat, 1), "report": report, "rows": rows, "ptq": ptq}
 
 
 def _table(ptq: dict[str, Any], runs: list[dict[str, Any]], task: str) -> str:
@@ -79,7 +80,7 @@ def _table(ptq: dict[str, Any], runs: list[dict[str, Any]], task: str) -> str:
 
 
 def run(bundle: Path, out: Path, seeds: list[int], settings_json: str) -> dict[str, Any]:
-    from quantize.qat import QATSettings
+    from quantize.qat_config import QATSettings
 
     out.mkdir(parents=True, exist_ok=True)
     ptq = json.loads((bundle / "reports/parity.json").read_text())
@@ -95,6 +96,9 @@ def run(bundle: Path, out: Path, seeds: list[int], settings_json: str) -> dict[s
         "bundle": str(bundle),
         "task": ptq["task"],
         "ptq": _rows(ptq),
+        # the PTQ rows of every run (the pre-QAT step converted beside the QAT one) equal
+        # B's own parity rows: the PTQ step is the step the int8 stage wrote before QAT
+        "ptq_rows_equal_bundle": all(r["ptq"] == _rows(ptq) for r in runs),
         "runs": [{k: v for k, v in r.items()} for r in runs],
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
@@ -106,11 +110,11 @@ def attrib(bundle: Path, model_path: Path | None, out: Path | None) -> dict[str,
     import keras
     import numpy as np
 
-    from quantize.prune import bundle_data
+    from quantize.bundle_io import load_keras, model_config, open_bundle, source_model
     from quantize.qat import QATSettings, _step_inputs, convert_spec, prune_masks
     from quantize.qat_attrib import attribute
     from quantize.qat_step import FakeQuantStep, window_weights
-    from quantize.stage import load_keras, model_config, open_bundle, source_model
+    from train.arrays import training_arrays
 
     b = open_bundle(bundle)
     cfg = model_config(b)
@@ -119,14 +123,14 @@ def attrib(bundle: Path, model_path: Path | None, out: Path | None) -> dict[str,
         if model_path
         else load_keras(b, source_model(b))
     )
-    d = bundle_data(bundle)
-    _, spec = convert_spec(model, cfg, np.asarray(d["x_train"], np.float32), QATSettings())
+    d = training_arrays(b)
+    _, spec = convert_spec(model, cfg, np.asarray(d.x_train, np.float32), QATSettings())
     fq = FakeQuantStep(cfg, window_weights(model, cfg), prune_masks(model, cfg))
     result: dict[str, Any] = {}
     if b.task == "classification":
         for part in ("val", "test"):
-            xs = _step_inputs(cfg, d[f"x_{part}"])
-            result[part] = attribute(fq, spec, xs, np.asarray(d[f"y_{part}"]))
+            xs = _step_inputs(cfg, getattr(d, f"x_{part}"))
+            result[part] = attribute(fq, spec, xs, np.asarray(getattr(d, f"y_{part}")))
     else:
         result["test"] = _forecast_attrib(b, cfg, fq, spec)
     if out:
@@ -141,9 +145,9 @@ def _forecast_attrib(b: Any, cfg: Any, fq: Any, spec: Any) -> dict[str, Any]:
     from edge_runtime import contract
     from edge_runtime.parity_entry import forecast_entry
     from edge_runtime.preprocess import normalize
+    from quantize.bundle_io import channel_scales
     from quantize.qat import _step_inputs
     from quantize.qat_attrib import attribute_forecast
-    from quantize.stage import channel_scales
 
     m = b.manifest
     ref = b.load_npz(contract.REFERENCE)

@@ -70,7 +70,7 @@ class Config:
             raise ConfigError(f"{self.path}: {e}") from e
 
 
-_TOP = {"name", "data", "model", "train", "select", "threshold"}
+_TOP = {"name", "data", "model", "train", "select", "threshold", "qat"}  # [qat]: quantize qat
 
 
 def load_config(path: str | Path) -> Config:
