@@ -316,6 +316,16 @@ def test_qat_stage_feeds_int8_and_parity(pruned_bm: Path, qat_runs: dict) -> Non
     # the device thresholds come from the deployed (QAT) rows only
     assert rep["thresholds"]["measured"]["tflm_accuracy"] == be["tflm"]["accuracy"]
     assert "## PTQ vs QAT" in (bundle / "reports" / "parity.md").read_text()
+    # the report's rows: the pre-QAT float model and the PTQ step beside the QAT rows
+    from report.collect import Notes, build_row, row_specs
+
+    specs = {r.key: r for r in row_specs(rep)}
+    notes = Notes()
+    for key in ("float", "float_pre_qat", "litert_ptq", "litert_xnnpack_ptq", "tflm_ptq"):
+        row = build_row(specs[key], rep, "classification", str(bundle), notes)
+        assert row["cells"]["accuracy"] == be[key]["accuracy"], key
+    without = {r.key for r in row_specs({k: v for k, v in rep.items() if k != "qat"})}
+    assert "float_unpruned" in without and not without & {"float_pre_qat", "tflm_ptq"}
 
     # a later prune (another model_pruned.keras) makes model_qat.keras stale: not converted
     stale = qat_runs["staged"].parent / "stale"
