@@ -248,7 +248,7 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     py = sys.executable
     har = task_stages("har", build=tmp_path)
     assert [s.name for s in har] == [
-        "train", "prune", "int8", "parity", "export", "engine", "firmware", "mcu", "check",
+        "train", "prune", "qat", "int8", "parity", "export", "engine", "firmware", "mcu", "check",
     ]  # fmt: skip
     b = str(tmp_path / "har")
     argv = {s.name: list(s.argv) for s in har}
@@ -262,6 +262,11 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     assert ROOT / "configs" / "har.toml" in har[0].inputs
     anomaly = task_stages("anomaly", build=tmp_path, data=tmp_path / "d.npz", sweep=None)
     assert "prune" not in [s.name for s in anomaly]
+    # [qat] enabled = true in both configs: the qat stage right before int8, config an input
+    assert [s.name for s in anomaly][1:3] == ["qat", "int8"]
+    assert argv["qat"] == [py, "-m", "quantize", "qat", "--bundle", b,
+                           "--config", "configs/har.toml"]  # fmt: skip
+    assert ROOT / "configs" / "har.toml" in har[2].inputs
     assert anomaly[0].argv[-2:] == ("--data", str(tmp_path / "d.npz"))
     assert tmp_path / "d.npz" in anomaly[0].inputs
     assert "--sweep" not in task_stages("har", build=tmp_path, sweep=None)[1].argv
