@@ -39,9 +39,14 @@ def simulate(
     xs: np.ndarray,
     keep_float: frozenset[str],
     every_step: bool = False,
+    int16: frozenset[str] = frozenset(),
 ) -> np.ndarray:
     """Head output (float) of the last step over step inputs ``xs (N, S, k·C)``, or of
-    every step ``(N, S, n_out)`` with ``every_step``."""
+    every step ``(N, S, n_out)`` with ``every_step``.
+
+    A tensor named in ``int16`` is quantized as TFLite's 16x8 mode would: symmetric,
+    zero point 0, on the same range as its int8 quantization (scale = max(|lo|, |hi|)
+    / 32767); the estimate of what widening that one tensor would buy."""
     cfg = fq.cfg
     values = [np.asarray(w.numpy(), np.float32) for w in fq.weights]
     fw = fq.float_weights(values)
@@ -59,6 +64,9 @@ def simulate(
         if name in keep_float:
             return v
         s, zp = spec[name].scale, spec[name].zero_point
+        if name in int16:
+            s16 = max(abs(-128 - zp), abs(127 - zp)) * s / 32767.0
+            return s16 * tf.clip_by_value(round_half_away(v / s16), -32767.0, 32767.0)
         k = tf.clip_by_value(round_half_away(v / s) + zp, -128.0, 127.0)
         return s * (k - zp)
 
@@ -186,3 +194,32 @@ def attribute_forecast(
         "tensors": rows,
         "cumulative": cumulative,
     }
+
+
+def widening(
+    fq: FakeQuantStep, spec: dict[str, Quant], xs: np.ndarray, y: np.ndarray
+) -> dict[str, Any]:
+    """Agreement with the float model when tensors are widened to int16 (``simulate``'s
+    16x8 estimate) instead of kept in float: each tensor alone, the pairs with the one
+    whose float row gains most, every activation but the int8 input ``x`` (which the
+    device contract fixes), and every activation."""
+    names = tensor_names(len(fq.cfg.gru_units), fq.cfg.has_front_end)
+    acts = [n for n in names if n != WEIGHTS]
+    everything = frozenset(names)
+    ref = simulate(fq, spec, xs, everything).argmax(-1)
+
+    def row(label: str, int16: frozenset[str], keep: frozenset[str] = frozenset()) -> dict:
+        p = simulate(fq, spec, xs, keep, int16=int16).argmax(-1)
+        return {
+            "int16": label,
+            "agreement": float(np.mean(p == ref)),
+            "accuracy": float(np.mean(p == y)),
+        }
+
+    rows = [row("none (int8)", frozenset())]
+    rows += [row(n, frozenset([n])) for n in acts]
+    best = max(rows[1:], key=lambda r: r["agreement"])["int16"]
+    rows += [row(f"{best}+{n}", frozenset([best, n])) for n in acts if n != best]
+    rows.append(row("every activation but x", frozenset(acts) - {"x"}))
+    rows.append(row("every activation", frozenset(acts)))
+    return {"windows": int(len(xs)), "float_accuracy": float(np.mean(ref == y)), "rows": rows}
