@@ -35,7 +35,7 @@ setup: ## create .venv from pinned requirements and install Debian packages when
 	@scripts/ensure-debian.sh
 	@scripts/ensure-venv.sh
 
-demo: setup ## every stage per task (train, prune, int8, parity, export, engine, firmware, mcu, check), then the report; cached per stage
+demo: setup ## every stage per task (train, prune, qat when [qat] enabled, int8, parity, export, engine, firmware, mcu, check), then the report; cached per stage
 	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
 
 test: setup ## run the test suite (what CI runs)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_runtime.settings import SettingsError
 from edge_runtime.targets import TargetError, load_target
 from pipeline.cache import StageFailed, run_chain, stamped_link
 from pipeline.stages import (
@@ -188,6 +189,9 @@ def demo(ns: argparse.Namespace) -> int:
     except StageFailed as e:
         print(str(e), file=sys.stderr, flush=True)
         return 1
+    except SettingsError as e:  # a malformed switch in a config, e.g. [qat] enabled
+        print(f"pipeline: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

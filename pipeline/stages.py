@@ -7,6 +7,7 @@ from pathlib import Path
 
 from firmware_export.qemu import MCU_TARGET_ARGS
 from pipeline.cache import Stage
+from quantize.qat_config import qat_enabled
 
 __all__ = [
     "DEFAULT_SWEEP",
@@ -32,6 +33,7 @@ DEFAULT_TARGET = "configs/targets/cortex-m4-80mhz.toml"
 STAGE_NAMES = (
     "train",
     "prune",
+    "qat",
     "int8",
     "parity",
     "export",
@@ -113,6 +115,9 @@ def task_stages(
         stages.append(
             stage("prune", argv + data_args, quantize_code, inputs=(*data_inputs, target))
         )
+    if qat_enabled(config):  # [qat] enabled = true: fine-tune before int8
+        argv = [python, "-m", "quantize", "qat", "--bundle", b, "--config", _shown(config)]
+        stages.append(stage("qat", argv + data_args, quantize_code, inputs=(config, *data_inputs)))
     stages += [
         stage(
             "int8",

@@ -1,6 +1,7 @@
-"""python -m quantize {prune,int8,check} --bundle B …
+"""python -m quantize {prune,qat,int8,parity} --bundle B …
 
     prune   magnitude-prune model_float.keras and fine-tune it → model_pruned.keras
+    qat     quantization-aware fine-tuning → model_qat.keras, when it wins on validation
     int8    convert the model (pruned when present) to one full-int8 GRU step → step_int8.tflite
     check   host parity on reference.npz: float vs LiteRT vs LiteRT+XNNPACK vs TFLM
 
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _prune_parser(sub)
+    _qat_parser(sub)
     _int8_parser(sub)
     _check_parser(sub)
     return p
@@ -100,6 +102,22 @@ def _prune_parser(sub: Any) -> None:
         "or % a forecaster's validation error may grow (default 10)",
     )
     pr.add_argument("--target", help="with --choose: a target file (configs/targets/*.toml)")
+
+
+def _qat_parser(sub: Any) -> None:
+    q = sub.add_parser(
+        "qat",
+        help="quantization-aware fine-tuning → model_qat.keras (when validation chooses it)",
+        description="Fine-tune the model the int8 stage would convert (model_pruned.keras, "
+        "else model_float.keras) through the fake-quant int8 step; writes model_qat.keras "
+        "and reports/qat.json only when a fine-tuned epoch beats the pre-QAT model on the "
+        "validation data, else nothing. Settings: the config's [qat] section.",
+    )
+    q.add_argument("--bundle", required=True)
+    q.add_argument("--config", help="a stage config whose [qat] section holds the settings")
+    q.add_argument("--seed", type=int, help="override [qat] seed")
+    q.add_argument("--epochs", type=int, help="override [qat] epochs")
+    q.add_argument("--data", help="the bring-your-own data file the bundle was trained on")
 
 
 def _int8_parser(sub: Any) -> None:
@@ -198,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
             "[quantize] prune: wrote model_pruned.keras"
             + (f", sparsity {100 * overall:.1f}%" if isinstance(overall, float) else "")
         )
+    elif args.command == "qat":
+        _qat(args)
     elif args.command == "int8":
         from quantize.int8 import int8
 
@@ -217,11 +237,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qat(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from quantize.qat_config import QATSettings, read_qat_config
+
+    settings = read_qat_config(args.config)[1] if args.config else QATSettings()
+    over = {k: v for k, v in (("seed", args.seed), ("epochs", args.epochs)) if v is not None}
+    if over:
+        settings = QATSettings.from_dict(
+            {**dataclasses.asdict(settings), **over}, "the command line"
+        )
+    from quantize.qat import qat_stage
+
+    qat_stage(args.bundle, settings, data_path=args.data)
+
+
 def _one_line(e: BaseException) -> str:
     text = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())
     if not text:
         text = type(e).__name__
-    known = ("BundleError", "StageError", "PurityError", "DataError", "ConfigError")
+    known = ("BundleError", "StageError", "PurityError", "DataError", "ConfigError", "QATError")
     if type(e).__name__ not in known and not isinstance(e, (ValueError, OSError)):
         text = f"{type(e).__name__}: {text}"
     return text

@@ -1,6 +1,6 @@
 """What the quantize stages share: opening a trained bundle, its model config and Keras
-models, its channel scales, the int8 step inputs, and running a stage's program in a
-fresh Python process."""
+models (and which one the int8 stage converts), its channel scales, the int8 step
+inputs, and running a stage's program in a fresh Python process."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from edge_runtime import contract
 from edge_runtime.bundle import Bundle
 
 ROOT = Path(__file__).resolve().parents[1]
+# Written by the qat stage only when it beats the pre-QAT model on validation.
+QAT_MODEL = "model_qat.keras"
 
 
 class StageError(Exception):
@@ -44,9 +46,37 @@ def model_config(b: Bundle) -> Any:
         raise StageError(f"{b.root / 'manifest.json'}: model.config: {e}") from None
 
 
-def source_model(b: Bundle) -> str:
-    """The model the int8 stage converts: the pruned one when present."""
+def pre_qat_model(b: Bundle) -> str:
+    """The model before quantization-aware fine-tuning: the pruned one when present."""
     return contract.PRUNED_MODEL if b.has(contract.PRUNED_MODEL) else contract.FLOAT_MODEL
+
+
+def qat_base(b: Bundle) -> dict[str, Any] | None:
+    """``{"file", "sha256"}`` of the model ``model_qat.keras`` was fine-tuned from, when the
+    bundle holds a QAT model (recorded by the qat stage in ``stages.qat.config.base_model``)."""
+    if not b.has(QAT_MODEL):
+        return None
+    base = b.manifest.get("stages", {}).get("qat", {}).get("config", {}).get("base_model")
+    return base if isinstance(base, dict) else None
+
+
+def qat_is_current(b: Bundle) -> bool:
+    """Whether ``model_qat.keras`` was fine-tuned from the bundle's pre-QAT model as it is
+    now (a prune or train run since makes it stale)."""
+    base = qat_base(b)
+    pre = pre_qat_model(b)
+    return (
+        base is not None
+        and base.get("file") == pre
+        and (base.get("sha256") == b.artifacts[pre]["sha256"])
+    )
+
+
+def source_model(b: Bundle) -> str:
+    """The model the int8 stage converts: ``model_qat.keras`` when the qat stage chose it
+    and it is current (:func:`qat_is_current`), else the pruned model when present, else
+    ``model_float.keras``."""
+    return QAT_MODEL if qat_is_current(b) else pre_qat_model(b)
 
 
 def load_keras(b: Bundle, name: str) -> Any:

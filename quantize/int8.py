@@ -7,6 +7,11 @@ It reads ``model_pruned.keras`` when the bundle has one, else
   Python process with ``PYTHONHASHSEED=0`` (the converter's output depends on
   the hash seed; a fresh process makes the bytes a function of the inputs only);
 - ``window_int8.tflite`` with ``window_model=True``;
+- ``step_int8_ptq.tflite`` when the converted model is ``model_qat.keras``: the model
+  before quantization-aware fine-tuning, converted the same way (same calibration
+  draw, fresh process), i.e. the step this stage writes when QAT is off. The
+  parity stage runs it beside the QAT step (PTQ vs QAT on every backend); no
+  later stage deploys it. Its entry is the manifest's ``quantization.ptq``;
 - ``reports/quantize.json``;
 - the manifest's ``quantization`` section (the step model's ops, tensors, size,
   inputs and outputs with their quantization, the state handling, the ring
@@ -42,12 +47,14 @@ from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.arena import LABEL as ARENA_LABEL
 from quantize.arena import smallest_arena
 from quantize.bundle_io import (
+    QAT_MODEL,
     StageError,
     channel_scales,
     int8_step_inputs,
     load_keras,
     model_config,
     open_bundle,
+    pre_qat_model,
     source_model,
 )
 from quantize.convert import (
@@ -62,6 +69,7 @@ from train.arrays import training_arrays
 
 STEP_FILE = contract.STEP_MODEL
 WINDOW_FILE = contract.WINDOW_MODEL
+PTQ_FILE = "step_int8_ptq.tflite"  # the pre-QAT step, for the PTQ vs QAT comparison only
 UNIT_SCALE = contract.STATE_SCALE
 PARITY_FILES = ("reports/parity.json", "reports/parity.md")
 
@@ -115,6 +123,12 @@ def int8(
     arena_info = _arena(b, step, arena)
     if arena_info is not None:
         section["tflm_arena"] = arena_info
+    ptq = None
+    if source == QAT_MODEL:
+        t0 = time.perf_counter()
+        ptq = _ptq_step(b, cfg, x_train, calibration_samples, seed, fresh_process)
+        section["ptq"] = ptq[1]
+        seconds["ptq_conversion"] = round(time.perf_counter() - t0, 1)
     window = None
     if window_model:
         window = _window(model, cfg, int(b.manifest["preprocess"]["window"]), x_train, seed)
@@ -135,7 +149,7 @@ def int8(
         "window_model": window_model,
         "state": "unit",
     }
-    _write(bundle_dir, b, config, step, window, section, iq, report, thresholds)
+    _write(bundle_dir, b, config, step, window, section, iq, report, thresholds, ptq)
     arena_txt = f", {ARENA_LABEL} {arena_info['bytes']} B" if arena_info else ""
     print(
         f"[quantize] int8: wrote {STEP_FILE}: {step.summary['n_ops']} ops, "
@@ -151,6 +165,24 @@ def _convert(
     if fresh_process:
         return convert_in_subprocess(model_path, cfg, cal)
     return convert_step(build_step_model(model, cfg), cal, state="unit")
+
+
+def _ptq_step(
+    b: Bundle, cfg: Any, x_train: np.ndarray, samples: int, seed: int, fresh_process: bool
+) -> tuple[bytes, dict[str, Any]]:
+    """The pre-QAT model converted as the QAT one is: its bytes and ``quantization.ptq``."""
+    pre = pre_qat_model(b)
+    print(f"[quantize] int8: also converting {pre} (the PTQ step, for comparison)")
+    model = load_keras(b, pre)
+    cal = calibration_pairs(model, cfg, x_train, samples, seed)
+    step = _checked_step(_convert(model, b.path(pre), cfg, cal, fresh_process), cfg)
+    return step.tflite, {
+        "file": PTQ_FILE,
+        "source_model": {"file": pre, "sha256": b.artifacts[pre]["sha256"]},
+        "step": {**_step_section(step, cfg), "file": PTQ_FILE},
+        "purpose": "the step the int8 stage writes without QAT; the parity stage compares it "
+        "with the QAT step; not deployed",
+    }
 
 
 def _checked_step(tfl: bytes, cfg: Any) -> _Step:
@@ -344,8 +376,8 @@ def _report(
     window: tuple[bytes, dict[str, Any]] | None,
     seconds: dict[str, float],
 ) -> dict[str, Any]:
-    """``reports/quantize.json``."""
-    return {
+    """``reports/quantize.json`` (with ``ptq`` only when there is a PTQ step beside a QAT one)."""
+    report = {
         "source_model": section["source_model"]["file"],
         "step": dict(section["step"]),
         "calibration": section["calibration"],
@@ -354,6 +386,9 @@ def _report(
         "window": window[1] if window else None,
         "seconds": seconds,
     }
+    if "ptq" in section:
+        report["ptq"] = section["ptq"]
+    return report
 
 
 def _write(
@@ -366,6 +401,7 @@ def _write(
     iq: InputQuant,
     report: dict[str, Any],
     thresholds: dict[str, Any] | None = None,
+    ptq: tuple[bytes, dict[str, Any]] | None = None,
 ) -> None:
     """Write the stage's files; a parity report made on other step-model bytes goes."""
     stale_parity = _stale_parity(b, step.tflite)
@@ -379,6 +415,10 @@ def _write(
             w.write_bytes(WINDOW_FILE, window[0])
         elif w.manifest["artifacts"].get(WINDOW_FILE):
             w.remove(WINDOW_FILE)
+        if ptq is not None:
+            w.write_bytes(PTQ_FILE, ptq[0])
+        elif w.manifest["artifacts"].get(PTQ_FILE):
+            w.remove(PTQ_FILE)
         w.manifest["quantization"] = section
         w.manifest["preprocess"]["input_quant"] = iq.to_dict()
         if thresholds is not None:

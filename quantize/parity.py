@@ -17,6 +17,17 @@ Backends (one entry each in ``reports/parity.json``, same keys):
 - ``litert_xnnpack``: ai-edge-litert as it runs by default (XNNPACK delegate).
 - ``tflm``: the TFLM kernels through ``tflite_micro``.
 
+When the converted model is ``model_qat.keras`` (quantization-aware fine-tuning),
+the int8 stage also wrote ``step_int8_ptq.tflite``, the pre-QAT model converted
+the same way (the step the bundle has without QAT). Then ``float_pre_qat`` is the
+float step chain of that model (``model_pruned.keras``, else ``model_float.keras``;
+its parity keys compare with ``float``, the QAT model), and ``litert_ptq``,
+``litert_xnnpack_ptq`` and ``tflm_ptq`` run the PTQ step on the same counts, each
+judged against ``float_pre_qat`` (the float model that step was converted from),
+as each QAT row is judged against ``float``. ``qat`` in the report puts the two
+side by side per int8 backend (see :func:`ptq_vs_qat`). The device thresholds come
+from the deployed (QAT) rows only.
+
 The int8 ``x`` comes from the int16 counts through
 :func:`edge_runtime.preprocess.quantize_counts` with the manifest's
 ``preprocess.input_quant`` (the device input contract), never from the float
@@ -69,6 +80,7 @@ from edge_runtime.parity_entry import (
 )
 from edge_runtime.preprocess import InputQuant, normalize, quantize_counts
 from quantize.bundle_io import (
+    QAT_MODEL,
     StageError,
     channel_scales,
     int8_step_inputs,
@@ -96,6 +108,17 @@ DESCRIPTIONS = {
     "litert": "ai-edge-litert, built-in kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES)",
     "litert_xnnpack": "ai-edge-litert, default resolver (XNNPACK delegate)",
     "tflm": "TFLM kernels on the host (tflite_micro)",
+    "float_pre_qat": "float Keras step chain of the model before QAT (what PTQ converts)",
+    "litert_ptq": "PTQ step (no QAT) on ai-edge-litert, built-in kernels; vs float_pre_qat",
+    "litert_xnnpack_ptq": "PTQ step (no QAT) on ai-edge-litert, XNNPACK; vs float_pre_qat",
+    "tflm_ptq": "PTQ step (no QAT) on TFLM; vs float_pre_qat",
+}
+PTQ_FILE = "step_int8_ptq.tflite"
+PRE_QAT = "float_pre_qat"
+# The figures of the PTQ vs QAT table (reports/parity.json "qat").
+QAT_KEYS = {
+    "classification": ("accuracy", "argmax_agreement", "max_abs_err", "rmse"),
+    "forecast": ("margin", "point_auc", "window_auc", "hit", "max_abs_err", "rmse"),
 }
 
 
@@ -176,6 +199,7 @@ class _Inputs:
     u: np.ndarray
     ref_out: np.ndarray
     y_true: np.ndarray | None
+    ptq: dict[str, Any] | None = None  # quantization.ptq: the pre-QAT step beside a QAT one
 
     @property
     def step(self) -> dict[str, Any]:
@@ -202,8 +226,12 @@ def check(
     timing: dict[str, Any] = {}
     t0 = time.perf_counter()
     y_float = float_chain(load_keras(c.b, c.source), c.cfg, c.u)
+    pre_qat: dict[str, np.ndarray] = {}
+    if c.ptq is not None:
+        pre = c.ptq["source_model"]["file"]
+        pre_qat[PRE_QAT] = float_chain(load_keras(c.b, pre), c.cfg, c.u)
     timing["float_chain_seconds"] = round(time.perf_counter() - t0, 1)
-    reference, unpruned = _float_reference(c, y_float)
+    reference, unpruned = _float_reference(c, y_float, pre_qat.get(PRE_QAT))
 
     # int8 inputs: the device contract, from int16 counts.
     fill = int(c.step["ring_buffer"]["fill"])
@@ -212,7 +240,18 @@ def check(
     chains = run_chains(c.tfl, c.step, xs, BACKENDS, progress=progress)
     timing["int8"] = {"seconds": chains["seconds"], "us_per_step": chains["us_per_step"]}
 
-    float_outputs, backends = _entries(c, y_float, unpruned, chains["chains"])
+    float_outputs, backends = _entries(c, y_float, {**pre_qat, **unpruned}, chains["chains"])
+    qat = None
+    if c.ptq is not None:
+        ptq_chains = _ptq_chains(c, progress)
+        timing["int8"]["seconds"].update(
+            {f"{k}_ptq": v for k, v in ptq_chains["seconds"].items() if k in BACKENDS}
+        )
+        timing["int8"]["us_per_step"].update(
+            {f"{k}_ptq": v for k, v in ptq_chains["us_per_step"].items() if k in BACKENDS}
+        )
+        backends.update(_ptq_entries(c, pre_qat[PRE_QAT], ptq_chains["chains"]))
+        qat = ptq_vs_qat(c.b.task, backends, c.ptq["source_model"]["file"], c.source)
     thresholds = None if limit else device_thresholds(c.b.task, backends)
     timing["total_seconds"] = round(time.perf_counter() - t_start, 1)
     report = {
@@ -230,6 +269,7 @@ def check(
         },
         "backends": backends,
         **interpreter_comparison(chains, c.classify),
+        **({"qat": qat} if qat is not None else {}),
         "sizes": _sizes(c),
         "thresholds": thresholds,
         "timing": timing,
@@ -265,7 +305,28 @@ def _inputs(bundle_dir: str | os.PathLike[str], limit: int | None) -> _Inputs:
         ref_out = ref["forecast"].astype(np.float64)
     tfl = b.read_bytes(STEP_FILE)
     cfg = model_config(b)
-    return _Inputs(b, q, cfg, tfl, source, ref, mean, std, counts, u, ref_out, y_true)
+    ptq = _ptq_section(b, q, source)
+    return _Inputs(b, q, cfg, tfl, source, ref, mean, std, counts, u, ref_out, y_true, ptq)
+
+
+def _ptq_section(b: Bundle, q: dict[str, Any], source: str) -> dict[str, Any] | None:
+    """The manifest's ``quantization.ptq`` when the step is a QAT one; refuses a missing
+    or stale PTQ step."""
+    ptq = q.get("ptq")
+    if source != QAT_MODEL:
+        return None
+    if not ptq or not b.has(PTQ_FILE):
+        raise StageError(
+            f"{b.root}: {STEP_FILE} is converted from {QAT_MODEL} but the bundle has no "
+            f"{PTQ_FILE} to compare it with: rerun `python -m quantize int8`"
+        )
+    pre = ptq["source_model"]
+    if not b.has(pre["file"]) or b.artifacts[pre["file"]]["sha256"] != pre["sha256"]:
+        raise StageError(
+            f"{b.root / PTQ_FILE}: converted from another {pre['file']} than the bundle's: "
+            "rerun `python -m quantize int8`"
+        )
+    return ptq
 
 
 def _check_fresh(b: Bundle) -> dict[str, Any]:
@@ -306,16 +367,21 @@ def _check_input_quant(b: Bundle, step: dict[str, Any]) -> None:
 
 
 def _float_reference(
-    c: _Inputs, y_float: np.ndarray
+    c: _Inputs, y_float: np.ndarray, y_pre_qat: np.ndarray | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The float step chain of ``model_float.keras`` against reference.npz.
 
-    That is the converted model's chain ``y_float`` when nothing was pruned;
-    otherwise ``model_float.keras`` runs too and is returned as ``float_unpruned``.
+    That is the converted model's chain ``y_float`` when nothing was pruned or
+    fine-tuned, the pre-QAT chain ``y_pre_qat`` when an unpruned model was
+    fine-tuned; otherwise ``model_float.keras`` runs too and is returned as
+    ``float_unpruned``.
     """
     tol = FLOAT_TOL if c.classify else FLOAT_TOL_SERIES
     unpruned: dict[str, np.ndarray] = {}
-    if c.source != FLOAT_FILE:
+    pre = c.ptq["source_model"]["file"] if c.ptq is not None else None
+    if pre == FLOAT_FILE and y_pre_qat is not None:
+        y_float = y_pre_qat
+    elif c.source != FLOAT_FILE:
         y_float = float_chain(load_keras(c.b, FLOAT_FILE), c.cfg, c.u)
         unpruned["float_unpruned"] = y_float
     if c.classify:
@@ -347,6 +413,8 @@ def _entries(
     last = (lambda y: y[:, -1]) if c.classify else (lambda y: y[0] * c.std + c.mean)
     float_y = last(y_float.astype(np.float64))
     files = {"float": c.source, **dict.fromkeys(unpruned, FLOAT_FILE)}
+    if c.ptq is not None:
+        files[PRE_QAT] = c.ptq["source_model"]["file"]
     outs = {"float": float_y, **{n: last(y.astype(np.float64)) for n, y in unpruned.items()}}
     backends = {n: {**_common(n, files[n], art[files[n]]["bytes"]), **_float_entry(c, y, float_y)}
                 for n, y in outs.items()}  # fmt: skip
@@ -355,6 +423,74 @@ def _entries(
         y_int8 = chains[name][contract.Y][:, -1] if c.classify else chains[name][contract.Y][0]
         backends[name] = ref.entry(y_int8, **_common(name, STEP_FILE, art[STEP_FILE]["bytes"]))
     return float_y, backends
+
+
+@dataclass
+class _PtqReference(Reference):
+    """The reference of the PTQ rows: ``float_pre_qat``'s outputs, the PTQ step's ``y``
+    quantization."""
+
+    y_q: dict[str, Any] | None = None
+
+    @property
+    def y_quant(self) -> dict[str, Any]:
+        assert self.y_q is not None
+        return self.y_q
+
+
+def _ptq_chains(c: _Inputs, progress: bool) -> dict[str, Any]:
+    """The PTQ step's chains on every backend, its int8 input from the same int16 counts
+    through its own input quantization."""
+    assert c.ptq is not None
+    step = c.ptq["step"]
+    xin = step["inputs"]["x"]
+    pre = c.b.manifest["preprocess"]
+    iq = InputQuant.derive(
+        channel_scales(c.b), pre["mean"], pre["std"], xin["scale"], xin["zero_point"]
+    )
+    xs = int8_step_inputs(c.cfg, quantize_counts(c.counts, iq), int(step["ring_buffer"]["fill"]))
+    return run_chains(c.b.read_bytes(PTQ_FILE), step, xs, BACKENDS, progress=progress)
+
+
+def _ptq_entries(
+    c: _Inputs, y_pre_qat: np.ndarray, chains: dict[str, dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """``litert_ptq``, ``litert_xnnpack_ptq``, ``tflm_ptq``: judged against ``float_pre_qat``."""
+    assert c.ptq is not None
+    last = (lambda y: y[:, -1]) if c.classify else (lambda y: y[0] * c.std + c.mean)
+    ref = _PtqReference(
+        c.b, c.b.task, last(y_pre_qat.astype(np.float64)), _reference_arrays(c),
+        c.ptq["step"]["outputs"]["y"],
+    )  # fmt: skip
+    size = c.b.artifacts[PTQ_FILE]["bytes"]
+    out = {}
+    for name in BACKENDS:
+        y_int8 = chains[name][contract.Y][:, -1] if c.classify else chains[name][contract.Y][0]
+        key = f"{name}_ptq"
+        out[key] = ref.entry(y_int8, **_common(key, PTQ_FILE, size))
+    return out
+
+
+def ptq_vs_qat(
+    task: str, backends: dict[str, dict[str, Any]], pre_model: str, qat_model: str
+) -> dict[str, Any]:
+    """PTQ and QAT side by side per int8 backend (and the two float models): each int8
+    row against the float model it was converted from."""
+    keys = QAT_KEYS[task]
+    rows = {"float": (PRE_QAT, "float")}
+    rows.update({b: (f"{b}_ptq", b) for b in BACKENDS})
+    return {
+        "ptq_model": pre_model,
+        "qat_model": qat_model,
+        "compared": f"int8 rows: PTQ against {PRE_QAT}, QAT against float (each against the "
+        f"float model it was converted from); float row: {PRE_QAT} (ptq) and float (qat), "
+        f"the parity keys of {PRE_QAT} against float",
+        "keys": list(keys),
+        "rows": {
+            name: {k: {"ptq": backends[p].get(k), "qat": backends[q].get(k)} for k in keys}
+            for name, (p, q) in rows.items()
+        },
+    }
 
 
 def _reference_arrays(c: _Inputs) -> dict[str, np.ndarray]:

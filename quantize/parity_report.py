@@ -58,6 +58,7 @@ def render_markdown(report: dict[str, Any], name: str, labels: list[str]) -> str
     lines = [
         *_backends(report, name),
         *_per_class(report, labels),
+        *_ptq_vs_qat(report.get("qat")),
         *_interpreters(report),
         *_sizes(report["sizes"]),
         *_thresholds(report.get("thresholds")),
@@ -96,6 +97,30 @@ def _per_class(report: dict[str, Any], labels: list[str]) -> list[str]:
     for lab in labels:
         cells = " | ".join(fmt(be[c]["per_class_f1"][lab]) for c in cols)
         lines.append(f"| {lab} | {cells} |")
+    return lines
+
+
+PCT_KEYS = ("accuracy", "argmax_agreement")
+
+
+def _ptq_vs_qat(q: dict[str, Any] | None) -> list[str]:
+    """PTQ and QAT side by side (only when the step is a QAT one)."""
+    if not q:
+        return []
+    keys = q["keys"]
+    lines = [
+        "",
+        f"## PTQ vs QAT (`{q['ptq_model']}` vs `{q['qat_model']}`)",
+        "",
+        f"Compared: {q['compared']}.",
+        "",
+        "| backend | " + " | ".join(f"{k} PTQ | {k} QAT" for k in keys) + " |",
+        "|---|" + "---|---|" * len(keys),
+    ]
+    for name, row in q["rows"].items():
+        cells = [f"{fmt(row[k]['ptq'], k in PCT_KEYS)} | {fmt(row[k]['qat'], k in PCT_KEYS)}"
+                 for k in keys]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

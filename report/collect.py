@@ -1,7 +1,9 @@
 """A bundle's stage reports → the report's data for one task (tables, plot data, versions).
 
 Everything here is read, never recomputed: the backend rows come from
-``reports/parity.json`` (float Keras, LiteRT built-in and XNNPACK, TFLM) and from
+``reports/parity.json`` (float Keras, LiteRT built-in and XNNPACK, TFLM; with
+quantization-aware fine-tuning also the float model before QAT and the PTQ step on
+each int8 backend, side by side with the QAT rows) and from
 the ``backend`` entry of ``reports/engine.json``, ``reports/mcu_m4.json``,
 ``reports/mcu_m3.json`` and ``reports/runtime.json``, which carry the same keys
 as a parity backend entry plus ``ram_bytes`` and ``us_per_step`` or
@@ -46,7 +48,7 @@ class RowSpec:
     title: str
     file: str  # under reports/
     entry: tuple[str, ...]  # path of the backend entry in that file
-    kind: str  # float, litert, tflm, host, mcu
+    kind: str  # float, litert, tflm, ptq, host, mcu
     optional: bool = False  # shown when its file exists (boards added after a bundle was made)
 
 
@@ -87,6 +89,13 @@ COMMON = (
 ROWS = (
     RowSpec("float", "float Keras", "parity.json", ("backends", "float"), "float"),
     RowSpec(
+        "float_pre_qat",
+        "float Keras, before QAT",
+        "parity.json",
+        ("backends", "float_pre_qat"),
+        "float",
+    ),
+    RowSpec(
         "float_unpruned",
         "float Keras, dense (before pruning)",
         "parity.json",
@@ -102,6 +111,23 @@ ROWS = (
         "litert",
     ),
     RowSpec("tflm", "int8 TFLM", "parity.json", ("backends", "tflm"), "tflm"),
+    RowSpec(
+        "litert_ptq",
+        "int8 LiteRT (built-in), PTQ without QAT",
+        "parity.json",
+        ("backends", "litert_ptq"),
+        "ptq",
+    ),
+    RowSpec(
+        "litert_xnnpack_ptq",
+        "int8 LiteRT (XNNPACK), PTQ without QAT",
+        "parity.json",
+        ("backends", "litert_xnnpack_ptq"),
+        "ptq",
+    ),
+    RowSpec(
+        "tflm_ptq", "int8 TFLM, PTQ without QAT", "parity.json", ("backends", "tflm_ptq"), "ptq"
+    ),
     RowSpec("engine", "tinygru C (host)", "engine.json", ("backend",), "host"),
     *(
         RowSpec(
@@ -145,6 +171,15 @@ NA_FLOAT_LATENCY = (
     "has no per-step time."
 )
 NA_LITERT_RAM = "LiteRT allocates its tensors at run time on the host heap; no stage measures it."
+NA_PTQ_RAM = (
+    "A PTQ row runs the step converted without QAT, for comparison only; it is not "
+    "deployed, and its graph is the QAT step's (same ops and tensor sizes)."
+)
+NOTE_PTQ = (
+    "PTQ rows: the model before QAT converted the same way (step_int8_ptq.tflite); their "
+    "agreement and errors compare with the float model before QAT, the model they were "
+    "converted from."
+)
 NOTE_ARENA = (
     "Host (x86-64) TFLM arena, measured to the byte by bisection in the int8 stage; "
     "a 32-bit MCU build needs less."
@@ -229,17 +264,34 @@ def columns(task: str) -> tuple[Column, ...]:
 
 
 def is_pruned(parity: dict[str, Any]) -> bool:
+    backends = parity.get("backends")
+    if isinstance(backends, dict) and "float_unpruned" in backends:
+        return True
     return parity.get("source_model") == contract.PRUNED_MODEL
 
 
+def has_qat(parity: dict[str, Any]) -> bool:
+    """Whether the step is a QAT one with PTQ rows beside it (``parity.json`` ``qat``)."""
+    return isinstance(parity.get("qat"), dict)
+
+
+QAT_ROWS = ("float_pre_qat", "litert_ptq", "litert_xnnpack_ptq", "tflm_ptq")
+
+
 def row_specs(parity: dict[str, Any]) -> list[RowSpec]:
-    """The rows of a bundle's table: the dense float row only when the bundle was pruned."""
-    return [r for r in ROWS if r.key != "float_unpruned" or is_pruned(parity)]
+    """The rows of a bundle's table: the dense float row only when the bundle was pruned,
+    the pre-QAT and PTQ rows only when the step is a QAT one."""
+    return [
+        r
+        for r in ROWS
+        if (r.key != "float_unpruned" or is_pruned(parity))
+        and (r.key not in QAT_ROWS or has_qat(parity))
+    ]
 
 
 def _extras(spec: RowSpec, doc: dict[str, Any], entry: dict[str, Any], where: str) -> dict:
     """RAM and latency of a row: where each comes from depends on the backend."""
-    if spec.kind in ("float", "litert", "tflm"):
+    if spec.kind in ("float", "litert", "tflm", "ptq"):
         timing = field(doc, ("timing", "int8", "us_per_step"), where)
         out: dict[str, Any] = {"ram_bytes": None, "latency": None, "latency_unit": None}
         if spec.kind == "tflm":
@@ -275,7 +327,10 @@ def _extras(spec: RowSpec, doc: dict[str, Any], entry: dict[str, Any], where: st
 
 
 def row_title(spec: RowSpec, doc: dict[str, Any]) -> str:
-    """The row's title; the runtime row names the host and streaming mode it ran with."""
+    """The row's title; the runtime row names the host and streaming mode it ran with, the
+    float row says when it is the QAT model."""
+    if spec.key == "float" and has_qat(doc):
+        return "float Keras, after QAT (converted)"
     if spec.key != "runtime" or not isinstance(doc.get("mode"), str):
         return spec.title
     host = str(doc.get("host") or "x86_64")
@@ -340,6 +395,9 @@ def build_row(
         cell_notes["latency"] = notes.ref(NA_FLOAT_LATENCY)
     elif spec.kind == "litert":
         cell_notes["ram_bytes"] = notes.ref(NA_LITERT_RAM)
+    elif spec.kind == "ptq":
+        cell_notes["ram_bytes"] = notes.ref(NA_PTQ_RAM)
+        cell_notes["max_abs_err"] = notes.ref(NOTE_PTQ)
     if spec.kind == "tflm":
         cell_notes["ram_bytes"] = notes.ref(NOTE_ARENA)
     for key, why in extras.get("na", {}).items():
@@ -634,6 +692,7 @@ def collect(bundle_dir: str | Path, target: Any = None) -> dict[str, Any]:
         "task": task,
         "dataset": m.get("dataset", {}).get("id"),
         "pruned": any(r["key"] == "float_unpruned" for r in rows),
+        "qat": any(r["key"] == "float_pre_qat" for r in rows),
         "columns": [{"key": c.key, "title": c.title, "kind": c.kind} for c in columns(task)],
         "rows": rows,
         "footnotes": notes.to_json(),

@@ -57,8 +57,18 @@ INTRO = (
 )
 
 
+QAT_INTRO = (
+    " The converted model is the quantization-aware fine-tuned one; the rows marked PTQ "
+    "run the model before QAT converted the same way, compared with the float model before "
+    "QAT: PTQ and QAT side by side."
+)
+
+
 def intro(task: dict[str, Any]) -> str:
-    return INTRO.format(pruned=" (the pruned model)" if task["pruned"] else "")
+    which = " (the pruned model)" if task["pruned"] else ""
+    if task.get("qat"):
+        which = " (the QAT model)"
+    return INTRO.format(pruned=which) + (QAT_INTRO if task.get("qat") else "")
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -249,7 +249,7 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     py = sys.executable
     har = task_stages("har", build=tmp_path)
     assert [s.name for s in har] == [
-        "train", "prune", "int8", "parity", "export", "engine", "firmware", "mcu", "check",
+        "train", "prune", "qat", "int8", "parity", "export", "engine", "firmware", "mcu", "check",
     ]  # fmt: skip
     b = str(tmp_path / "har")
     argv = {s.name: list(s.argv) for s in har}
@@ -258,7 +258,8 @@ def test_real_stage_lists(tmp_path: Path) -> None:
                              "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9",
                              "--target", target]  # fmt: skip
     assert argv["export"][-2:] == ["--target", target] == argv["engine"][-2:]
-    assert all(ROOT / target in har[i].inputs for i in (1, 4, 5))
+    by_name = {s.name: s for s in har}
+    assert all(ROOT / target in by_name[n].inputs for n in ("prune", "export", "engine"))
     every_board = [a for bd in boards.BOARDS for a in ("--target", bd.core)]
     assert argv["mcu"] == [py, "-m", "firmware_export", "mcu", "--bundle", b,
                            *every_board, "--report"]  # fmt: skip
@@ -268,12 +269,18 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     assert ROOT / "configs" / "har.toml" in har[0].inputs
     anomaly = task_stages("anomaly", build=tmp_path, data=tmp_path / "d.npz", sweep=None)
     assert "prune" not in [s.name for s in anomaly]
+    # [qat] enabled = true in both configs: the qat stage right before int8, config an input
+    assert [s.name for s in anomaly][1:3] == ["qat", "int8"]
+    assert argv["qat"] == [py, "-m", "quantize", "qat", "--bundle", b,
+                           "--config", "configs/har.toml"]  # fmt: skip
+    assert ROOT / "configs" / "har.toml" in har[2].inputs
     assert anomaly[0].argv[-2:] == ("--data", str(tmp_path / "d.npz"))
     assert tmp_path / "d.npz" in anomaly[0].inputs
     no_sweep = list(task_stages("har", build=tmp_path, sweep=None)[1].argv)
     assert no_sweep[no_sweep.index("--sweep") + 1] == "0"  # no sweep: the dense model
     other = tmp_path / "m3.toml"
     cfg = tmp_path / "own.toml"
+    cfg.write_text((ROOT / "configs" / "har.toml").read_text())  # read for its [qat] switch
     st = task_stages("har", build=tmp_path, target=other, config=cfg)
     assert st[1].argv[-2:] == ("--target", str(other)) and other in st[1].inputs
     assert st[0].argv[4] == str(cfg) and cfg in st[0].inputs

@@ -241,9 +241,12 @@ def test_every_number_is_the_one_its_stage_wrote(report) -> None:
     b, doc = report["bundle"], report["doc"]
     task = doc["tasks"][0]
     rows = {r["key"]: r for r in task["rows"]}
-    # pruned: the dense row is there; a board's optional row only where its report is
+    # pruned: the dense row is there; no qat stage ran, so no PTQ rows; a board's optional row only where its report is
     shown = [s.key for s in collect.ROWS if not s.optional or (b / "reports" / s.file).is_file()]
-    assert list(rows) == shown and {"mcu_m4", "mcu_m3"} <= set(rows)
+    assert list(rows) == [k for k in shown if k not in collect.QAT_ROWS] and {
+        "mcu_m4",
+        "mcu_m3",
+    } <= set(rows)
     src = {f: json.loads((b / "reports" / f).read_text()) for f in TABLE_FILES}
     pairs = {"engine": "engine.json", "mcu_m4": "mcu_m4.json", "mcu_m3": "mcu_m3.json",
              "runtime": "runtime.json"}  # fmt: skip
@@ -286,7 +289,8 @@ def test_the_anomaly_rows_and_trace_are_the_stages_figures(report) -> None:
     assert task["task"] == "forecast" and not task["pruned"]
     rows = {r["key"]: r for r in task["rows"]}
     present = [s for s in collect.ROWS if not s.optional or (a / "reports" / s.file).is_file()]
-    assert "float_unpruned" not in rows and len(rows) == len(present) - 1
+    assert "float_unpruned" not in rows  # nor the PTQ rows: no qat stage ran
+    assert len(rows) == len(present) - 1 - len(collect.QAT_ROWS)
     parity = json.loads((a / "reports/parity.json").read_text())
     for key in ("float", "litert", "litert_xnnpack", "tflm"):
         for col in ("hit", "margin", "point_auc", "window_auc", "max_abs_err", "cosine"):

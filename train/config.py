@@ -128,7 +128,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "threshold": THRESHOLD_KEYS,
     "prune": PRUNE_KEYS,
 }
-_TOP = ("name", *SECTIONS)
+_TOP = ("name", *SECTIONS, "qat")  # [qat]: read by quantize/qat_config.py
 
 
 def load_config(path: str | Path) -> Config:
