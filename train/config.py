@@ -70,7 +70,8 @@ class Config:
             raise ConfigError(f"{self.path}: {e}") from e
 
 
-_TOP = {"name", "data", "model", "train", "select", "threshold"}
+# [prune] (sparsity, granularity) pins the prune stage; read by the stages that prune.
+_TOP = {"name", "data", "model", "train", "select", "threshold", "prune"}
 
 
 def load_config(path: str | Path) -> Config:
