@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("search: error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the CLI contract: one line, exit 2
+        if os.environ.get("TINYGRU_TRACEBACK"):
+            raise
+        from search.study import one_line
+
+        print(f"search: error: {command}: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 def _run(command: str, args: argparse.Namespace) -> int:

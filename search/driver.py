@@ -193,10 +193,10 @@ def create(
     baseline_bundle: Path | None,
 ) -> tuple[optuna.Study, Worker]:
     """Create the study (or resume it) and a worker of this process for it."""
+    storage = open_storage(url, heartbeat, grace)
     cfg, tgt, data = load_inputs(config, target, settings.data_path)
     sp = space_for(cfg, data, settings.space_file)
     name = name or f"{cfg.name}-{tgt.name}"
-    storage = open_storage(url, heartbeat, grace)
     exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage, False)}
     if exists and not resume:
         raise SearchError(

@@ -184,6 +184,12 @@ def random_pruned(mcfg: Any, cand: Candidate, seed: int) -> Any:
         for _, _, var in prunable_weights(model):
             w = np.asarray(var.numpy())
             var.assign(w * magnitude_mask(w, cand.sparsity, cand.granularity))
+    # Keras starts biases at 0: an untrained sparse head can then output one value for
+    # every input, a range the int8 softmax cannot represent. Random head biases give the
+    # head's output a trained model's spread; no size or shape depends on their values.
+    head = model.get_layer("head")
+    rng = np.random.default_rng(seed)
+    head.bias.assign(rng.normal(0.0, 1.0, tuple(head.bias.shape)).astype(np.float32))
     return model
 
 

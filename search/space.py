@@ -9,7 +9,7 @@ else (dropout, batch size, augmentation, ...) is the config's.
 Optuna parameters (define-by-run, conditional):
 
     window          categorical, around the config's window (½, ¾, 1, 1½ ×)
-    front_end       "none" | "conv"
+    front_end       "none" | "conv" (``filters = [0]``: none only)
     filters, kernel, stride          only with "conv"; stride is capped at kernel
     layers          1 | 2
     units1, units2  units of GRU layer 1 (and 2)
@@ -111,6 +111,10 @@ class Space:
     learning_rate: tuple[float, float] = LEARNING_RATE
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def front_ends(self) -> list[str]:
+        """Always "none"; "conv" unless ``filters = [0]`` (0 is not a filter count)."""
+        return ["none", "conv"] if any(f > 0 for f in self.filters) else ["none"]
+
     def hop_for(self, window: int) -> int:
         """The config's hop for a forecaster; the config's hop/window ratio for a classifier."""
         if self.forecast:
@@ -138,10 +142,10 @@ def default_space(window: int, hop: int, forecast: bool, max_window: int | None 
 def sample(trial: Any, space: Space) -> Candidate:
     """Draw a candidate through an Optuna trial (define-by-run, conditional parameters)."""
     window = int(trial.suggest_categorical("window", list(space.windows)))
-    front = trial.suggest_categorical("front_end", ["none", "conv"])
+    front = trial.suggest_categorical("front_end", space.front_ends())
     filters, kernel, stride = 0, 1, 1
     if front == "conv":
-        filters = int(trial.suggest_categorical("filters", list(space.filters)))
+        filters = int(trial.suggest_categorical("filters", [f for f in space.filters if f > 0]))
         kernel = int(trial.suggest_categorical("kernel", list(space.kernels)))
         stride = int(trial.suggest_categorical("stride", list(space.strides)))
         stride = min(stride, kernel)  # a stride beyond the kernel would skip samples
@@ -171,6 +175,8 @@ def params_of(c: Candidate, space: Space) -> dict[str, Any] | None:
     """The Optuna parameters that draw ``c`` (to enqueue it), or None when ``c`` lies outside."""
     p: dict[str, Any] = {"window": c.window, "layers": len(c.gru_units)}
     p["front_end"] = "conv" if c.front_end_filters else "none"
+    if p["front_end"] not in space.front_ends():
+        return None
     if c.front_end_filters:
         p.update(filters=c.front_end_filters, kernel=c.front_end_kernel, stride=c.front_end_stride)
     p["units1"] = c.gru_units[0]

@@ -76,11 +76,12 @@ def storage_url(url: str | None, build: Path) -> str:
 
 def shown_url(url: str) -> str:
     """The URL without a password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.replace("+psycopg", "")
+    if "@" in rest:
         cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}@{host}"
-    return url
+        rest = f"{cred.split(':')[0]}@{host}"
+    return f"{scheme}{sep}{rest}"
 
 
 def open_storage(url: str, heartbeat: int, grace: int) -> optuna.storages.RDBStorage:
