@@ -453,6 +453,10 @@ def run_seeds(
     sdir = worker.study_dir
     out: dict[str, Any] = {}
     for name, (c, point) in points.items():
+        same = next((n for n, (cc, _) in points.items() if cc == c and n in out), None)
+        if same is not None:  # the default was chosen: one set of runs serves both
+            out[name] = {**out[same], "same_as": same}
+            continue
         log(f"seeds ({name}, {c.label()}): {seeds}")
         arr = arrays(worker.data, worker.ctx.cfg, c.window, c.hop, cache=sdir / "cache")
         res = seed_runs.run(raw, c, sdir / "seeds" / name, seeds, task=worker.task, arrays=arr,

@@ -88,6 +88,10 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _count(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
 def front_table(summary: dict[str, Any]) -> list[list[str]]:
     head = ["trial", "model", "val (search)", "fold mean ± std", "instr/step", "steps/s",
             "instr/s", "flash B", "RAM B", "note"]  # fmt: skip
@@ -125,7 +129,7 @@ def seeds_table(summary: dict[str, Any]) -> list[list[str]]:
 
         rows.append([f"{name}: {s['label']}", ",".join(map(str, s["seeds"])), ms(t["float"][key]),
                      ms(t["int8"][key]), ms(t["int8"][key2]), str(s["deployed_seed"]),
-                     _fmt(dep.get(key)), _fmt(s.get("instructions_per_second"))])  # fmt: skip
+                     _fmt(dep.get(key)), _count(s.get("instructions_per_second"))])  # fmt: skip
     return rows
 
 

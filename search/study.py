@@ -25,9 +25,10 @@ target's flash or RAM budget the trial ends pruned, with the reason in its
 Pruner. Optuna's own pruners do not support several objectives, so the search
 keeps its own: after ``warmup`` epochs a trial stops when the best validation
 score of its float model so far is below the median, at the same epoch, of the
-completed trials that cost no more instructions per second (at least
-``min_peers`` of them): a model that cheaper models beat while training is
-unlikely to reach the Pareto front.
+completed trials that cost no more on every device axis (instructions per
+second, flash and RAM; this trial's from its untrained probe), at least
+``min_peers`` of them: a model that models no more expensive in any respect beat
+while training is unlikely to reach the Pareto front.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from search.evaluate import Candidate, Context, TrialPruned
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 OBJECTIVES = ("score", "instructions_per_second", "flash_bytes", "ram_bytes")
+COSTS = OBJECTIVES[1:]
 
 
 class SearchError(Exception):
@@ -171,16 +173,16 @@ def directions(task: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Pruner:
-    """Median of the no-more-expensive completed trials at the same epoch (module doc)."""
+    """Median of the completed trials that cost no more, at the same epoch (module doc)."""
 
-    warmup: int = 3
+    warmup: int = 5
     min_peers: int = 3
 
     def should_prune(
         self,
         study: optuna.Study,
         curve: list[float],
-        ips: float,
+        cost: dict[str, float],
         higher_is_better: bool = True,
     ) -> bool:
         epoch = len(curve)
@@ -190,11 +192,11 @@ class Pruner:
         best = max(sign * v for v in curve)
         peers = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            cost = (t.user_attrs.get("result") or {}).get("cost") or {}
-            c = t.user_attrs.get("curve")
-            if not c or cost.get("instructions_per_second", float("inf")) > ips:
+            c = (t.user_attrs.get("result") or {}).get("cost") or {}
+            curve_t = t.user_attrs.get("curve")
+            if not curve_t or any(c.get(k, float("inf")) > cost[k] for k in COSTS):
                 continue
-            peers.append(max(sign * v for v in c[:epoch]))
+            peers.append(max(sign * v for v in curve_t[:epoch]))
         if len(peers) < self.min_peers:
             return False
         return best < statistics.median(peers)
@@ -262,7 +264,7 @@ def run_trial(
         def report(epoch: int, score: float) -> None:
             curve.append(score)
             trial.set_user_attr("curve", list(curve))
-            if worker.pruner.should_prune(study, curve, probe["instructions_per_second"], higher):
+            if worker.pruner.should_prune(study, curve, probe, higher):
                 raise TrialPruned(f"epoch {epoch}")
 
         work = worker.study_dir / "trials" / f"{trial.number:04d}"

@@ -90,19 +90,24 @@ def test_pareto_front_thinning_and_choice() -> None:
     assert front.choose(rows, higher_is_better=False) is rows[2]
 
 
-def test_pruner_compares_with_cheaper_trials_only(tmp_path: Path) -> None:
+def test_pruner_compares_with_trials_that_cost_no_more(tmp_path: Path) -> None:
     study = optuna.create_study(directions=["maximize", "minimize", "minimize", "minimize"])
-    for ips, curve in ((10.0, [0.5, 0.6, 0.7, 0.8]), (20.0, [0.5, 0.6, 0.7, 0.9]),
-                       (30.0, [0.4, 0.6, 0.7, 0.85]), (1e6, [0.1, 0.1, 0.1, 0.1])):  # fmt: skip
+    for ips, flash, curve in ((10.0, 1, [0.5, 0.6, 0.7, 0.8]), (20.0, 1, [0.5, 0.6, 0.7, 0.9]),
+                              (30.0, 1, [0.4, 0.6, 0.7, 0.85]), (1e6, 1, [0.1, 0.1, 0.1, 0.1]),
+                              (5.0, 99, [0.9, 0.9, 0.9, 0.9])):  # fmt: skip
+        cost = {"instructions_per_second": ips, "flash_bytes": flash, "ram_bytes": 1}
         study.add_trial(optuna.trial.create_trial(
-            values=[curve[-1], ips, 1, 1], user_attrs={
-                "curve": curve, "result": {"cost": {"instructions_per_second": ips}}}))  # fmt: skip
+            values=[curve[-1], ips, flash, 1], user_attrs={"curve": curve, "result": {"cost": cost}}))  # fmt: skip
     p = Pruner(warmup=3, min_peers=3)
-    assert not p.should_prune(study, [0.1, 0.1, 0.1], ips=50.0)  # still warming up
-    assert p.should_prune(study, [0.1, 0.2, 0.3, 0.5], ips=50.0)  # below the cheaper median
-    assert not p.should_prune(study, [0.1, 0.2, 0.3, 0.9], ips=50.0)
-    # only one no-more-expensive peer: too few to judge
-    assert not p.should_prune(study, [0.1, 0.2, 0.3, 0.5], ips=15.0)
+
+    def cost(ips: float) -> dict[str, float]:
+        return {"instructions_per_second": ips, "flash_bytes": 10, "ram_bytes": 1}
+
+    assert not p.should_prune(study, [0.1, 0.1, 0.1], cost(50.0))  # still warming up
+    assert p.should_prune(study, [0.1, 0.2, 0.3, 0.5], cost(50.0))  # below the cheaper median
+    assert not p.should_prune(study, [0.1, 0.2, 0.3, 0.9], cost(50.0))
+    # one peer no more expensive (the 5-instruction one has more flash): too few to judge
+    assert not p.should_prune(study, [0.1, 0.2, 0.3, 0.5], cost(15.0))
 
 
 def test_config_file_reads_back_and_pins_pruning(tmp_path: Path) -> None:
