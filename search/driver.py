@@ -404,6 +404,9 @@ def finish(
         "folds": len(splits),
         "trials": _counts(study),
         "probe_error": _probe_error(study.get_trials(deepcopy=False)),
+        "fold_seconds": round(
+            sum(f["seconds"] for k, f in study.user_attrs.items() if k.startswith("fold:")), 1
+        ),  # fmt: skip
         "front": rows,
         "front_size": len(full),
         "baseline": base_row,

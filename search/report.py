@@ -7,6 +7,7 @@
      "trials": {"total", "complete", "pruned", "rejected", "failed", "wall_seconds",
                 "trial_seconds": {"median", "total"}},
      "probe_error": {...},            # pre-training probe vs trained model
+     "fold_seconds": s,               # training and scoring the folds
      "front": [point, ...],           # ≤ 8 points, each:
         {"trial", "label", "candidate", "baseline", "val_score", "fold_scores",
          "fold_mean", "fold_std", "instructions_per_step", "steps_per_second",
@@ -152,7 +153,8 @@ def _text(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("p", f"Trials: {t['total']} ({t['complete']} complete, {t['pruned']} pruned while "
               f"training, {t['rejected']} rejected before training by the budget, "
               f"{t['failed']} failed); wall time {t['wall_seconds'] / 60:.1f} min "
-              f"(median trial {t['trial_seconds']['median']:.0f} s)."),
+              f"(median trial {t['trial_seconds']['median']:.0f} s); re-scoring the front over "
+              f"folds {summary.get('fold_seconds', 0) / 60:.1f} min."),
         ("p", f"Score: {summary['score']['label']} ({summary['score']['direction']}), "
               f"{summary['score']['measured_on']}. The front ({len(summary['front'])} of "
               f"{summary['front_size']} points) is re-scored over {summary['folds']} group folds "
