@@ -35,9 +35,9 @@ from train.data import DataError, SensorData
 
 def load_without_test(cfg: Config, data_path: str | None = None) -> SensorData:
     """The config's data set with the test groups removed (their recordings never read)."""
-    from train.data.registry import load_dataset
+    from train.arrays import load_data
 
-    data = load_dataset(data_path or cfg.data.get("dataset", ""), window=cfg.window)
+    data = load_data(cfg, data_path)
     test = set(data.split.get("test", []))
     keep = [r for r in data.recordings if r.group not in test]
     out = replace(data, recordings=keep, split={**data.split, "test": []})
@@ -115,14 +115,6 @@ def _windows(
     return out
 
 
-def _augment(cfg: Config, mean: np.ndarray, std: np.ndarray) -> dict[str, Any] | None:
-    t = cfg.train
-    if t.augment_rotate_deg <= 0 and t.augment_scale <= 0:
-        return None
-    return {"mean": mean, "std": std, "groups": [list(g) for g in t.augment_groups],
-            "rotate_deg": t.augment_rotate_deg, "scale": t.augment_scale}  # fmt: skip
-
-
 def arrays(
     data: SensorData,
     cfg: Config,
@@ -136,7 +128,7 @@ def arrays(
         raise ValueError("a search split never has test groups")
     if data.task == "forecast":
         return _forecast_arrays(data, cfg, window, hop, split)
-    from train.fit import class_weights
+    from train.fit import augment_args, class_weights
 
     split = split or {"train": list(data.split["train"]), "val": list(data.split["val"])}
     w = _windows(data, window, hop, split, cache)
@@ -152,7 +144,7 @@ def arrays(
         y_val=w["val_y"].astype(np.int64),
         counts_val=w["val_counts"].astype(np.int16),
         n_outputs=n_classes, labels=list(data.label_names),
-        augment=_augment(cfg, mean, std), class_weight=cw, split=split,
+        augment=augment_args(cfg.train, mean, std), class_weight=cw, split=split,
     )  # fmt: skip
 
 
@@ -160,7 +152,7 @@ def _forecast_arrays(
     data: SensorData, cfg: Config, window: int, hop: int, split: dict[str, list[str]] | None
 ) -> Arrays:
     """Sequences of the training series; ``split`` = {"fold": [k, K]} holds out block k of K."""
-    from train.forecast import _sequences
+    from train.forecast import sequences
 
     recs = data.recordings_of("train")
     if len(recs) != 1:
@@ -185,10 +177,10 @@ def _forecast_arrays(
     parts = [u[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a > window]
     if not parts:
         raise DataError(f"{data.source}: no training stretch longer than the window {window}")
-    xs, ys = zip(*(_sequences(p, window, hop) for p in parts), strict=True)
+    xs, ys = zip(*(sequences(p, window, hop) for p in parts), strict=True)
     v0, v1 = int(np.flatnonzero(val)[0]), int(np.flatnonzero(val)[-1]) + 1
     ctx = u[max(0, v0 - window) : min(n, v1 + 1)]
-    x_va, y_va = _sequences(ctx, min(window, len(ctx) - 1), hop)
+    x_va, y_va = sequences(ctx, min(window, len(ctx) - 1), hop)
     x_tr, y_tr = np.concatenate(xs), np.concatenate(ys)
     weight = np.ones(y_tr.shape[:2], np.float32)
     weight[:, : cfg.train.warmup] = 0.0

@@ -198,7 +198,8 @@ def random_pruned(mcfg: Any, cand: Candidate, seed: int) -> Any:
 
 def to_int8(model: Any, mcfg: Any, arrays: Arrays, ctx: Context) -> bytes:
     """The int8 stage's conversion, in this process: calibration pairs, one step, purity."""
-    from quantize.convert import STEP_OPS, calibration_pairs, check_purity, convert_step
+    from quantize.convert import calibration_pairs, convert_step
+    from quantize.graph import STEP_OPS, check_purity
     from quantize.step_model import build_step_model
 
     cal = calibration_pairs(

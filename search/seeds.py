@@ -6,8 +6,8 @@ through the stages, exactly as ``make demo`` does, per seed k:
     python -m train --config <config with [train] seed = k> --out B_k [--data F]
     python -m quantize prune --bundle B_k --sparsity S --granularity G --seed k   (S > 0)
     python -m quantize int8 --bundle B_k --no-arena [--data F]
-    python -m quantize check --bundle B_k --no-progress
-    python -m firmware_export --bundle B_k
+    python -m quantize parity --bundle B_k --no-progress
+    python -m firmware_export export --bundle B_k
 
 The test figures are ``reports/parity.json``'s: the float model that was
 converted (``float``: the pruned one when pruned) and int8 TFLM (``tflm``, which
@@ -73,8 +73,8 @@ def stage_commands(
                      "--seed", str(seed), *d])  # fmt: skip
     cmds += [
         [py, "-m", "quantize", "int8", "--bundle", str(bundle), "--no-arena", *d],
-        [py, "-m", "quantize", "check", "--bundle", str(bundle), "--no-progress"],
-        [py, "-m", "firmware_export", "--bundle", str(bundle)],
+        [py, "-m", "quantize", "parity", "--bundle", str(bundle), "--no-progress"],
+        [py, "-m", "firmware_export", "export", "--bundle", str(bundle)],
     ]
     return cmds
 
