@@ -25,6 +25,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # uses tf.lite.Interpreter, which warns of its deprecation on every conversion.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+# The worker asks and tells trials itself and records their heartbeats in its own thread
+# (search.study.Heartbeat); Optuna warns on every ask outside Study.optimize.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 def log(msg: str) -> None:

@@ -140,10 +140,14 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- sampler
 
 
-def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Flash and RAM over the target's budget (> 0: infeasible), from the trial's cost."""
-    c = trial.user_attrs.get("constraints")
-    return list(c) if c else [0.0, 0.0]
+CONSTRAINTS = ("flash_bytes", "ram_bytes")
+
+
+def constrain(trial: optuna.Trial, values: list[float]) -> None:
+    """Hand the sampler the trial's flash and RAM over budget (> 0: infeasible), once,
+    just before the trial is told (a constraint cannot change once set)."""
+    for key, v in zip(CONSTRAINTS, values, strict=True):
+        trial.set_constraint(key, v)
 
 
 def make_sampler(kind: str, n_trials: int, seed: int) -> optuna.samplers.BaseSampler:
@@ -151,14 +155,11 @@ def make_sampler(kind: str, n_trials: int, seed: int) -> optuna.samplers.BaseSam
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if kind == "nsga2":
             pop = max(4, min(50, n_trials // 4))
-            return optuna.samplers.NSGAIISampler(
-                population_size=pop, constraints_func=constraints, seed=seed
-            )
+            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
         return optuna.samplers.TPESampler(
             n_startup_trials=max(3, min(10, n_trials // 4)),
             multivariate=True,
             group=True,
-            constraints_func=constraints,
             seed=seed,
         )
 
@@ -248,15 +249,18 @@ def run_trial(
     trial.set_user_attr("curve", [])
     trial.set_user_attr("started", time.time())
     higher = worker.task == "classification"
+    limits: list[float] = []
     try:
         arrays = worker.arrays(cand)
         probe = evaluate.probe(ctx, cand, arrays)
         trial.set_user_attr("probe", probe)
         over = worker.over_budget(probe)
-        trial.set_user_attr("constraints", worker.constraint_values(probe))
+        limits = worker.constraint_values(probe)
+        trial.set_user_attr("constraints", limits)
         if over:
             trial.set_user_attr("rejected", over)
             worker.log(f"trial {trial.number}: {cand.label()}: rejected before training: {over[0]}")
+            constrain(trial, limits)
             study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
         curve: list[float] = []
@@ -272,6 +276,7 @@ def run_trial(
     except TrialPruned as e:
         trial.set_user_attr("pruned_at", str(e))
         worker.log(f"trial {trial.number}: {cand.label()}: pruned at {e}")
+        constrain(trial, limits)
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
     except Exception as e:  # noqa: BLE001 - a broken trial is recorded, the study goes on
@@ -280,7 +285,8 @@ def run_trial(
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
     cost = rec["cost"]
-    trial.set_user_attr("constraints", worker.constraint_values(cost))
+    limits = worker.constraint_values(cost)
+    trial.set_user_attr("constraints", limits)
     trial.set_user_attr("result", rec)
     trial.set_user_attr("seconds", round(time.time() - trial.user_attrs["started"], 1))
     values = [rec["val"]["score"], cost["instructions_per_second"], cost["flash_bytes"],
@@ -290,6 +296,7 @@ def run_trial(
         f"{cost['instructions_per_second']:,.0f} instructions/s, {cost['flash_bytes']:,} B flash, "
         f"{cost['ram_bytes']:,} B RAM"
     )
+    constrain(trial, limits)
     study.tell(trial, values)
     return TrialState.COMPLETE
 
