@@ -144,6 +144,56 @@ def test_folds_keep_subjects_together_and_cover_every_group() -> None:
     assert not data.split["test"] and not any(r.group.startswith("bm04") for r in data.recordings)
 
 
+def test_search_arrays_are_the_train_stages() -> None:
+    """The config's split: exactly the windows, statistics, class weights and
+    augmentation the train stage fits on (the same functions; compared at 0)."""
+    from edge_runtime import preprocess
+    from search.data import arrays, load_without_test
+    from train.arrays import load_data
+    from train.classify import split_windows
+    from train.config import load_config
+    from train.fit import augment_args, class_weights
+
+    cfg = load_config(ROOT / "configs" / "har.toml")
+    cfg = replace(cfg, data={**cfg.data, "dataset": "basic_motions", "window": 50, "hop": 25})
+    a = arrays(load_without_test(cfg), cfg, 50, 25)
+    full = load_data(cfg)
+    parts = split_windows(full, 50, 25)
+    scale = np.array([c.scale for c in full.channels])
+    mean, std = preprocess.fit_normalization(parts["train"].counts.reshape(-1, 6), scale)
+    np.testing.assert_array_equal(a.mean, mean)
+    np.testing.assert_array_equal(a.std, std)
+    for got, part in ((a.x_train, "train"), (a.x_val, "val")):
+        np.testing.assert_array_equal(
+            got, preprocess.normalize(parts[part].counts, scale, mean, std)
+        )
+    np.testing.assert_array_equal(a.y_train, parts["train"].y)
+    np.testing.assert_array_equal(a.counts_val, parts["val"].counts)
+    assert a.class_weight == class_weights(parts["train"].y, len(full.label_names))
+    want = augment_args(cfg.train, mean, std)
+    assert a.augment is not None and want is not None
+    assert a.augment["groups"] == want["groups"] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_forecaster_arrays_are_the_train_stages() -> None:
+    """KDD-TSAD 135, the config's split: the train stage's sequences and loss weights."""
+    from edge_runtime import preprocess
+    from search.data import arrays, load_without_test
+    from train.config import load_config
+    from train.forecast import fit_arrays, fit_length
+
+    cfg = load_config(ROOT / "configs" / "anomaly.toml")
+    data = load_without_test(cfg)
+    assert not data.recordings_of("test")
+    a = arrays(data, cfg, cfg.window, cfg.hop)
+    series = data.recordings_of("train")[0].counts
+    n_fit = fit_length(cfg, len(series))
+    mean, std = preprocess.fit_normalization(series[:n_fit], a.scale)
+    want = fit_arrays(cfg, preprocess.normalize(series, a.scale, mean, std), n_fit)
+    for k in ("x_train", "y_train", "x_val", "y_val", "sample_weight"):
+        np.testing.assert_array_equal(getattr(a, k), want[k], err_msg=k)
+
+
 # --------------------------------------------------------------------------- a tiny study
 
 
@@ -194,7 +244,7 @@ def test_tiny_study_writes_front_and_config_within_budget(tmp_path, watched_load
     target = write_target(tmp_path / "tiny.toml", FLASH_BUDGET)
     build = tmp_path / "build"
     rc = main(["--config", str(BM), "--target", str(target), "--trials", "5", "--epochs", "2",
-               "--patience", "2", "--folds", "2", "--front", "3", "--seeds", "0",
+               "--patience", "2", "--folds", "2", "--front", "2", "--seeds", "0",
                "--calibration-samples", "200", "--space", str(tmp_path / "space.toml"),
                "--build", str(build), "--heartbeat", "2"])  # fmt: skip
     assert rc == 0
@@ -204,7 +254,7 @@ def test_tiny_study_writes_front_and_config_within_budget(tmp_path, watched_load
     summary = json.loads((sdir / "summary.json").read_text())
     assert (sdir / "report.md").read_text().count("| #") == len(summary["front"])
     assert (sdir / "report.html").is_file() and (sdir / "front.png").is_file()
-    assert 1 <= len(summary["front"]) <= 3
+    assert 1 <= len(summary["front"]) <= 2
     for p in summary["front"]:
         assert len(p["fold_scores"]) == 2 and p["flash_bytes"] <= FLASH_BUDGET
     chosen = summary["chosen"]
