@@ -120,6 +120,9 @@ def _run(command: str, args: argparse.Namespace) -> int:
         raise SearchError(
             f"--heartbeat {args.heartbeat} / --grace {grace}: need 1 <= heartbeat < grace"
         )
+    # Before anything runs TensorFlow (the budget check converts a model): its thread
+    # pools are fixed from the first operation on.
+    driver.configure_threads(args.threads)
     if command in ("run", "create"):
         from search.evaluate import Recipe
         from train.config import ConfigError, load_config
@@ -152,7 +155,6 @@ def _run(command: str, args: argparse.Namespace) -> int:
             return 0
     else:
         study, worker = driver.join(args.study, url, build, args.heartbeat, grace)
-    driver.configure_threads(args.threads)
     n = int(study.user_attrs["n_trials"])
     if command in ("run", "worker"):
         ran = worker.run(study, n)

@@ -1,10 +1,10 @@
 """Several workers on one study in a real PostgreSQL 15 server (Debian's ``postgresql``).
 
-The server is this test's own: ``initdb`` and ``pg_ctl`` from
-``/usr/lib/postgresql/15/bin`` (run through ``runuser -u postgres --`` when the
-tests run as root, which PostgreSQL refuses to run as) in a temporary folder
-owned by that user, listening on 127.0.0.1 on a free port, stopped in a
-finalizer. The package's own cluster is not used.
+The server is this test's own (:func:`search.pgserver.temporary`): ``initdb``
+and ``pg_ctl`` from ``/usr/lib/postgresql/15/bin`` (run through ``runuser -u
+postgres --`` when the tests run as root, which PostgreSQL refuses to run as) in
+a temporary folder owned by that user, listening on 127.0.0.1 on a free port,
+stopped when the module's tests end. The package's own cluster is not used.
 
 Two ``python -m search worker`` processes share one study of 4 trials, every
 trial the same tiny shape (BasicMotions, GRU(4), one epoch): one worker is
@@ -17,13 +17,9 @@ killed trial failed, runs its queued copy, and the study completes with exactly
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +30,6 @@ from optuna.trial import TrialState
 from tests.test_search import BM, write_target
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ONE_SHAPE = """\
 windows = [50]
 filters = [0]
@@ -46,37 +41,13 @@ learning_rate = [0.005, 0.02]
 N_TRIALS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """URL of a fresh PostgreSQL server with an empty database ``search``."""
-    if not (PG_BIN / "initdb").is_file():
-        pytest.fail(f"{PG_BIN}/initdb missing: apt-get install postgresql (debian-packages.txt)")
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="tinygru-pg-"))
-    if as_pg:
-        pw = pwd.getpwnam("postgres")
-        os.chown(root, pw.pw_uid, pw.pw_gid)
-    data, port = root / "data", _free_port()
+    from search.pgserver import temporary
 
-    def pg(*args: str) -> None:
-        subprocess.run([*as_pg, *args], check=True, capture_output=True, timeout=120)
-
-    pg(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    try:
-        pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w",
-           "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off", "start")  # fmt: skip
-        pg(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "search")
-        yield f"postgresql://postgres@127.0.0.1:{port}/search"
-    finally:
-        subprocess.run([*as_pg, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, timeout=120)  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+    with temporary() as url:
+        yield url
 
 
 def _cli(*args: str) -> list[str]:
