@@ -10,7 +10,9 @@ that pins the prune stage::
     granularity = "block4"
 
 Everything else (data set, split, training settings, augmentation, threshold) is
-the original config's. The header comments say where the file came from.
+the original config's, apart from its name: ``<name>-<target>`` (e.g.
+``har-cortex-m4-80mhz``), so that ``python -m train --config chosen.toml`` writes
+``build/har-cortex-m4-80mhz`` beside the default's ``build/har``. The header comments say where the file came from.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from typing import Any
 from search.space import Candidate
 
 
-def candidate_config(raw: dict[str, Any], cand: Candidate, *, seed: int | None = None) -> dict:
-    """The config dict ``raw`` with the candidate pinned (and the training seed, if given)."""
+def candidate_config(
+    raw: dict[str, Any], cand: Candidate, *, seed: int | None = None, name: str | None = None
+) -> dict:
+    """The config dict ``raw`` with the candidate pinned (and the training seed and the
+    config's name, if given)."""
     out = copy.deepcopy(raw)
+    if name is not None:
+        out["name"] = name
     out.setdefault("data", {}).update(window=cand.window, hop=cand.hop)
     out.setdefault("model", {}).update(cand.model())
     train = out.setdefault("train", {})

@@ -379,8 +379,10 @@ def finish(
         "[prune] pins the prune stage: sparsity 0 means no pruning.",
     ]
     raw = tomllib.loads(attrs["config_text"])
-    chosen_path = configfile.write(sdir / "chosen.toml", configfile.candidate_config(raw, cand),
-                                   header)  # fmt: skip
+    chosen_name = f"{raw['name']}-{worker.ctx.target.name}"
+    chosen_path = configfile.write(
+        sdir / "chosen.toml", configfile.candidate_config(raw, cand, name=chosen_name), header
+    )
     log(f"chosen: trial #{chosen['trial']} {cand.label()}: fold mean {chosen['fold_mean']:.4f}; "
         f"wrote {chosen_path}")  # fmt: skip
     summary = {
@@ -420,7 +422,7 @@ def finish(
     report.write(sdir, summary, others)
     if seeds:
         base = Candidate.from_dict(attrs["baseline"]["candidate"])
-        points = {"chosen": (cand, chosen), "baseline": (base, base_row)}
+        points = {"chosen": (cand, chosen, chosen_name), "baseline": (base, base_row, None)}
         summary["seeds"] = run_seeds(study, worker, raw, points, seeds, higher)
         report.write(sdir, summary, others)
     log(f"report: {sdir / 'report.md'}, {sdir / 'report.html'}, {sdir / 'summary.json'}")
@@ -448,18 +450,19 @@ def run_seeds(
     study: optuna.Study,
     worker: Worker,
     raw: dict[str, Any],
-    points: dict[str, tuple[Candidate, dict[str, Any] | None]],
+    points: dict[str, tuple[Candidate, dict[str, Any] | None, str | None]],
     seeds: list[int],
     higher: bool,
 ) -> dict[str, Any]:
-    """The chosen and the default candidate over ``seeds`` (:mod:`search.seeds`)."""
+    """The chosen and the default candidate over ``seeds`` (:mod:`search.seeds`); each
+    point is (candidate, its front row, the config name its seed configs carry)."""
     from search import seeds as seed_runs
     from search.data import arrays
 
     sdir = worker.study_dir
     out: dict[str, Any] = {}
-    for name, (c, point) in points.items():
-        same = next((n for n, (cc, _) in points.items() if cc == c and n in out), None)
+    for name, (c, point, config_name) in points.items():
+        same = next((n for n, (cc, *_) in points.items() if cc == c and n in out), None)
         if same is not None:  # the default was chosen: one set of runs serves both
             out[name] = {**out[same], "same_as": same}
             continue
@@ -467,7 +470,7 @@ def run_seeds(
         arr = arrays(worker.data, worker.ctx.cfg, c.window, c.hop, cache=sdir / "cache")
         res = seed_runs.run(raw, c, sdir / "seeds" / name, seeds, task=worker.task, arrays=arr,
                             higher_is_better=higher, data=study.user_attrs.get("data_path"),
-                            log=log)  # fmt: skip
+                            name=config_name, log=log)  # fmt: skip
         res["instructions_per_second"] = point["instructions_per_second"] if point else None
         out[name] = res
     return out

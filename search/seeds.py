@@ -116,6 +116,7 @@ def run(
     higher_is_better: bool,
     data: str | None = None,
     header: list[str] | None = None,
+    name: str | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
     """Train ``cand`` (pinned into the config ``raw``) with every seed; the figures (module doc)."""
@@ -128,7 +129,9 @@ def run(
             continue
         t0 = time.perf_counter()
         config = configfile.write(
-            out / f"seed{seed}.toml", configfile.candidate_config(raw, cand, seed=seed), header
+            out / f"seed{seed}.toml",
+            configfile.candidate_config(raw, cand, seed=seed, name=name),
+            header,
         )
         bundle = out / f"seed{seed}"
         logfile = out / f"seed{seed}.log"

@@ -115,9 +115,10 @@ def test_config_file_reads_back_and_pins_pruning(tmp_path: Path) -> None:
 
     raw = tomllib.loads((ROOT / "configs" / "har.toml").read_text())
     cand = Candidate(96, 48, 16, 4, 2, (24, 16), 0.5, "block4", 0.0031)
-    out = configfile.write(tmp_path / "c.toml", configfile.candidate_config(raw, cand, seed=3),
-                           ["made by a test"])  # fmt: skip
+    conf = configfile.candidate_config(raw, cand, seed=3, name="har-m4")
+    out = configfile.write(tmp_path / "c.toml", conf, ["made by a test"])
     cfg = load_config(out)
+    assert cfg.name == "har-m4" and raw["name"] == "har"
     assert (cfg.window, cfg.hop, cfg.train.seed, cfg.train.learning_rate) == (96, 48, 3, 0.0031)
     assert cfg.model["gru_units"] == [24, 16] and not cfg.select_enabled
     assert cfg.raw["prune"] == {"sparsity": 0.5, "granularity": "block4"}
@@ -261,6 +262,7 @@ def test_tiny_study_writes_front_and_config_within_budget(tmp_path, watched_load
     cfg = load_config(chosen["config"])
     cand = Candidate.from_dict(chosen["candidate"])
     assert (cfg.window, cfg.model["gru_units"]) == (cand.window, list(cand.gru_units))
+    assert cfg.name == "basic_motions-tiny-m4"  # its bundle does not overwrite the default's
     assert cfg.raw["prune"]["sparsity"] == cand.sparsity
 
     storage = optuna.storages.RDBStorage(storage_url(None, build))
