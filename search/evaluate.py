@@ -354,15 +354,16 @@ def _sparsity_section(log: dict[str, Any]) -> dict[str, Any] | None:
 
 def measure_model(
     ctx: Context, cand: Candidate, model: Any, mcfg: Any, arrays: Arrays, work: Path,
-    sparsity: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """int8 conversion, trial bundle, export; returns (validation score, device cost)."""
+    sparsity: dict[str, Any] | None = None, cost: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """int8 conversion, trial bundle, export; returns (validation score, device cost or
+    None when ``cost`` is off)."""
     if work.exists():
         shutil.rmtree(work)
     tfl = to_int8(model, mcfg, arrays, ctx)
     bundle = write_bundle(work / "bundle", ctx, cand, mcfg, arrays, tfl, sparsity)
     fw = export(bundle, work / "firmware")
-    return int8_score(fw, arrays, tfl), device_cost(fw, ctx, cand, arrays)
+    return int8_score(fw, arrays, tfl), device_cost(fw, ctx, cand, arrays) if cost else None
 
 
 def probe(ctx: Context, cand: Candidate, arrays: Arrays) -> dict[str, Any]:
@@ -374,6 +375,7 @@ def probe(ctx: Context, cand: Candidate, arrays: Arrays) -> dict[str, Any]:
     model = random_pruned(mcfg, cand, ctx.recipe.seed)
     work = ctx.study_dir / "cache" / "probe" / cand.shape_key()
     _, cost = measure_model(ctx, cand, model, mcfg, arrays, work)
+    assert cost is not None
     shutil.rmtree(work, ignore_errors=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{time.monotonic_ns()}.tmp")
@@ -388,12 +390,15 @@ def evaluate(
     arrays: Arrays,
     work: Path,
     report: Callable[[int, float], None] | None = None,
+    cost: bool = True,
 ) -> dict[str, Any]:
-    """Train, prune, convert, score and measure one candidate; returns its record."""
+    """Train, prune, convert, score and measure one candidate; returns its record.
+
+    ``cost=False`` (a fold: the shape's cost is the trial's) skips the device cost."""
     t0 = time.perf_counter()
     model, mcfg, log = train_candidate(ctx, cand, arrays, report)
     t1 = time.perf_counter()
-    val, cost = measure_model(ctx, cand, model, mcfg, arrays, work, _sparsity_section(log))
+    val, device = measure_model(ctx, cand, model, mcfg, arrays, work, _sparsity_section(log), cost)
     model.save(work / "model.keras")
     if "prune" in log:
         log["prune"] = {k: v for k, v in log["prune"].items() if not k.startswith("_")}
@@ -403,7 +408,7 @@ def evaluate(
         "model_config": mcfg.to_dict(),
         "val": val,
         "float_val": float_score(model, arrays),
-        "cost": cost,
+        "cost": device,
         "train": log,
         "seconds": {"train": round(t1 - t0, 1), "measure": round(time.perf_counter() - t1, 1)},
     }

@@ -111,7 +111,7 @@ def rescore(
             arr = arrays(worker.data, worker.ctx.cfg, cand.window, cand.hop, split,
                          cache=worker.study_dir / "cache")  # fmt: skip
             work = worker.study_dir / "folds" / f"{trial.number:04d}-{k}"
-            rec = evaluate.evaluate(worker.ctx, cand, arr, work)
+            rec = evaluate.evaluate(worker.ctx, cand, arr, work, cost=False)
             done = {
                 "fold": k,
                 "score": rec["val"]["score"],
