@@ -55,6 +55,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "finish":
         p.add_argument("--seeds", type=_seeds, default=list(range(5)),
                        help="seeds of the test runs: a count or a list (default 5; 0 = none)")  # fmt: skip
+        p.add_argument("--front", type=int, help="front points re-scored, at most (default: "
+                       "the study's)")  # fmt: skip
     if command in ("run", "create"):
         p.add_argument("--config", required=True, help="stage config, e.g. configs/har.toml")
         p.add_argument("--target", required=True, help="target file, configs/targets/*.toml")
@@ -162,7 +164,8 @@ def _run(command: str, args: argparse.Namespace) -> int:
     if command in ("run", "finish"):
         if command == "finish":
             worker.run(study, n)  # waits for running trials; runs missing ones
-        driver.finish(study, worker, seeds=args.seeds, build=build, url=url)
+        front_size = getattr(args, "front", None) if command == "finish" else None
+        driver.finish(study, worker, seeds=args.seeds, build=build, url=url, front_size=front_size)
     return 0
 
 

@@ -345,8 +345,11 @@ def finish(
     seeds: list[int],
     build: Path,
     url: str,
+    front_size: int | None = None,
 ) -> dict[str, Any]:
-    """Front, folds, choice, config file, report; then the seed runs (test data)."""
+    """Front, folds, choice, config file, report; then the seed runs (test data).
+
+    ``front_size`` overrides the study's number of front points re-scored over folds."""
     from search.data import folds as make_folds
 
     attrs = study.user_attrs
@@ -358,7 +361,7 @@ def finish(
     if not ok:
         raise SearchError(f"study {study.study_name}: no complete trial inside the budget")
     full = front.pareto(ok, dirs)
-    kept = front.thin(full, dirs, int(attrs.get("front_size", 8)))
+    kept = front.thin(full, dirs, front_size or int(attrs.get("front_size", 8)))
     splits = make_folds(worker.data, int(attrs.get("folds", 3)))
     log(f"front: {len(full)} points, {len(kept)} re-scored over {len(splits)} folds")
     rows = [front.row(t, front.rescore(study, t, worker, splits, log)) for t in kept]
