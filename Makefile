@@ -20,7 +20,7 @@ else
 TASKS := $(TASK)
 endif
 
-.PHONY: help setup demo test test-fast lint format bench firmware fuzz pi-smoke readme clean
+.PHONY: help setup demo search test test-fast lint format bench firmware fuzz pi-smoke readme clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,7 @@ help: ## list the targets
 	@echo "             CONFIG=configs/byo/NAME.toml (demo: the task's config, default configs/TASK.toml),"
 	@echo "             SWEEP=0,0.5,0.75,0.9 (demo: sparsities har may deploy, sparsest within budget; none = dense),"
 	@echo "             FORCE=1 (demo: ignore the stage cache), ONLY=stage (demo: run one stage, e.g. ONLY=int8)"
+	@echo "             CONFIG=, TARGET=, TRIALS=, STORAGE=postgresql://..., STUDY=, RESUME=1, SEARCH_ARGS= (search)"
 
 setup: ## create .venv from pinned requirements and install Debian packages when missing
 	@scripts/ensure-debian.sh
@@ -37,6 +38,12 @@ setup: ## create .venv from pinned requirements and install Debian packages when
 
 demo: setup ## every stage per task (train, prune, qat when [qat] enabled, int8, parity, export, engine, firmware, mcu, check), then the report; cached per stage
 	@$(PY) -m pipeline demo --task $(TASK) --build $(BUILD) $(if $(DATA),--data $(DATA)) $(if $(TARGET),--target $(TARGET)) $(if $(CONFIG),--config $(CONFIG)) $(if $(SWEEP),--sweep $(SWEEP)) $(if $(filter 1 yes true,$(FORCE)),--force) $(if $(ONLY),--only $(ONLY))
+
+search: setup ## the best GRU for a chip on validation (Optuna; docs/search.md): CONFIG, TARGET, TRIALS
+	@$(PY) -m search --config $(or $(CONFIG),configs/har.toml) \
+	  --target $(or $(TARGET),configs/targets/cortex-m4-80mhz.toml) --trials $(or $(TRIALS),40) \
+	  --build $(BUILD) $(if $(STORAGE),--storage $(STORAGE)) $(if $(STUDY),--study $(STUDY)) \
+	  $(if $(filter 1 yes true,$(RESUME)),--resume) $(SEARCH_ARGS)
 
 test: setup ## run the test suite (what CI runs)
 	@$(PY) -m pytest -q

@@ -25,8 +25,8 @@ TASKS = ("har", "anomaly")
 # Only the activity model is pruned: at 75% the anomaly forecaster kept its hit but
 # lost most of its margin (7.1 -> 2.5), see the quantize notes.
 PRUNED_TASKS = frozenset({"har"})
-PRUNE_GRANULARITY = "block4"
 # The prune stage deploys the sparsest of these within the config's [prune] max_val_drop
+# (granularity: the config's [prune] granularity, block4 by default)
 # of the dense model on validation and within the target's flash (sparsest tried first).
 DEFAULT_SWEEP = "0,0.5,0.75,0.9"
 DEFAULT_TARGET = "configs/targets/cortex-m4-80mhz.toml"
@@ -111,7 +111,7 @@ def task_stages(
     ]
     if task in PRUNED_TASKS:
         argv = [python, "-m", "quantize", "prune", "--bundle", b, "--choose",
-                "--granularity", PRUNE_GRANULARITY, "--sweep", sweep or "0", *target_args]  # fmt: skip
+                "--sweep", sweep or "0", *target_args]  # fmt: skip
         stages.append(
             stage("prune", argv + data_args, quantize_code, inputs=(*data_inputs, target))
         )

@@ -49,7 +49,8 @@ def _prune_parser(sub: Any) -> None:
     )
     pr.add_argument("--bundle", required=True, help="bundle folder written by python -m train")
     pr.add_argument("--sparsity", type=float, default=0.75, help="target sparsity (default 0.75)")
-    pr.add_argument("--granularity", choices=("weight", "block4"), default="weight")
+    pr.add_argument("--granularity", choices=("weight", "block4"), default=None,
+                    help="default: weight; with --choose the config's [prune] granularity (block4)")  # fmt: skip
     pr.add_argument(
         "--sweep",
         type=_floats,
@@ -171,7 +172,7 @@ def _choose(args: argparse.Namespace) -> int:
                 "patience": args.patience, "distill": args.distill,
                 "temperature": args.temperature}  # fmt: skip
     kw = {k: v for k, v in optional.items() if v is not None}
-    granularity = args.granularity if args.granularity != "weight" else pc.granularity
+    granularity = args.granularity or pc.granularity  # the command line, else the config
     settings = PruneSettings(target=pc.sparsity or 0.75, granularity=granularity,
                              batch_size=batch, seed=args.seed, augment=not args.no_augment, **kw)  # fmt: skip
     if pc.sparsity is not None and pc.sparsity > 0:  # [prune] sparsity pins the point
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         section = prune(
             args.bundle,
             sparsity=args.sparsity,
-            granularity=args.granularity,
+            granularity=args.granularity or "weight",
             sweep=args.sweep,
             sweep_granularities=args.sweep_granularity,
             epochs=args.epochs,

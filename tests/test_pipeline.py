@@ -255,7 +255,7 @@ def test_real_stage_lists(tmp_path: Path) -> None:
     argv = {s.name: list(s.argv) for s in har}
     target = "configs/targets/cortex-m4-80mhz.toml"
     assert argv["prune"] == [py, "-m", "quantize", "prune", "--bundle", b, "--choose",
-                             "--granularity", "block4", "--sweep", "0,0.5,0.75,0.9",
+                             "--sweep", "0,0.5,0.75,0.9",
                              "--target", target]  # fmt: skip
     assert argv["export"][-2:] == ["--target", target] == argv["engine"][-2:]
     by_name = {s.name: s for s in har}

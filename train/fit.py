@@ -137,8 +137,13 @@ def fit_model(
     desc: str,
     sample_weight: np.ndarray | None = None,
     augment: dict | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> tuple[keras.Model, dict]:
-    """Train one model with early stopping on validation loss; returns it and its history."""
+    """Train one model with early stopping on validation loss; returns it and its history.
+
+    ``callbacks`` run after the early stopping and the progress bar (e.g. per-epoch
+    reports of a model search).
+    """
     configure_tf()
     keras.utils.set_random_seed(settings.seed)
     model = build_model(mcfg)
@@ -176,7 +181,7 @@ def fit_model(
         validation_data=(x_val, y_val),
         epochs=settings.epochs,
         verbose=0,
-        callbacks=[stop, EpochBar(settings.epochs, desc)],
+        callbacks=[stop, EpochBar(settings.epochs, desc), *(callbacks or [])],
     )
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     history["epochs_run"] = len(history["loss"])
