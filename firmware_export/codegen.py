@@ -165,7 +165,7 @@ class _ModelC:
             a = sparse_arrays(f, groups, rq)
             # names end as firmware_export.sizes sorts flash parts: weights, mult/shift
             self.array("uint8_t", f"{n}_index_weights", a.stream)
-            self.array("uint32_t", f"{n}_kept_weights", a.values)
+            self.array_dsp("uint32_t", f"{n}_kept_weights", a.values, a.values_portable)
             self.array("int32_t", f"{n}_start_mult_shift", a.rows)
             g_at, v_at = a.offsets(split_row)
             self.arrays.append(

@@ -471,6 +471,7 @@ class SparseArrays:
 
     stream: np.ndarray  # uint8: per row its group numbers; a long row's count n first
     values: np.ndarray  # (2 kept,) uint32: halfwords (2 w0, 2 w2), then (2 w1, 2 w3)
+    values_portable: np.ndarray  # (2 kept,) uint32: bytes w0, w1, w2, w3, then 0
     rows: np.ndarray  # (rows, 5) int32: ctl, accumulator start 2 bias, mult, add, shift
     counts: np.ndarray  # (rows,) kept groups per row
 
@@ -493,8 +494,10 @@ def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
     v = 2 * s.values.astype(np.int64)  # (kept, 4): 2 w, int16 halfwords
     h = lambda a, b: (v[:, a] & 0xFFFF) | ((v[:, b] & 0xFFFF) << 16)  # noqa: E731
     values = np.stack([h(0, 2), h(1, 3)], axis=1).reshape(-1).astype(np.uint32)
+    words = _words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32)
+    portable = np.stack([words, np.zeros_like(words)], axis=1).reshape(-1)
     bias = np.where(rq.constant, 0, f.bias).astype(np.int64)
     ctl = np.where(counts > SPARSE_SHORT, SPARSE_SHORT + 1, counts)
     rows = np.stack([ctl, 2 * bias, rq.mult, rq.add, rq.shift], axis=1).astype(np.int32)
-    return SparseArrays(stream=np.asarray(stream, np.uint8), values=values, rows=rows,
-                        counts=counts)  # fmt: skip
+    return SparseArrays(stream=np.asarray(stream, np.uint8), values=values,
+                        values_portable=portable, rows=rows, counts=counts)  # fmt: skip

@@ -672,7 +672,7 @@ class _Layer:
             a = lower.sparse_arrays(f, lower.pack_blocks(f.weights), rq)
             split = f.rows // 2
             g_at, v_at = a.offsets(split)
-            s = _SparseC(self._p(a.stream), self._p(a.values), self._p(a.rows),
+            s = _SparseC(self._p(a.stream), self._p(a.values_portable), self._p(a.rows),
                          split, g_at, v_at)  # fmt: skip
             self.keep.append(s)
             c.kind, c.sparse = 2, ctypes.addressof(s)

@@ -204,12 +204,6 @@ void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t 
 
 #else /* portable C */
 
-/* The weight of column 4g + j (doubled) from the group's two value words. */
-static inline int32_t tg_sparse_w(const uint32_t *v, int32_t j)
-{
-    return (int32_t)(int16_t)(uint16_t)(v[j & 1] >> (16 * (j >> 1)));
-}
-
 void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
                                   tg_rows rows)
 {
@@ -222,31 +216,32 @@ void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t 
     const int32_t short_group = (cols & 3) != 0 ? cols >> 2 : -1;
     int8_t *in = (int8_t *)(void *)(work + 1); /* the input, kept for a later call */
     const uint8_t *g;
-    const uint32_t *v;
+    const uint32_t *vw;
     if (x != 0) {
         for (int32_t c = 0; c < cols; ++c) {
             in[c] = x[c];
         }
     }
-    tg_sparse_seek(w, first, &g, &v);
+    tg_sparse_seek(w, first, &g, &vw);
+    const int8_t *v = (const int8_t *)(const void *)vw; /* bytes w0..w3, then 4 zero bytes */
     for (int32_t r = 0; r < n; ++r) {
         const int32_t *row = w->rows + TG_SPARSE_ROW * (first + r);
-        int32_t a = row[1];
+        const int32_t a = row[1];
+        int32_t d = 0;
         int32_t k = tg_sparse_count(row, &g);
         const int32_t last_short = k > 0 && g[k - 1] == short_group;
-        for (k -= last_short; k > 0; --k, v += 2) {
+        for (k -= last_short; k > 0; --k, v += 8) {
             const int8_t *xc = in + 4 * *g++;
-            a += tg_sparse_w(v, 0) * xc[0] + tg_sparse_w(v, 1) * xc[1] + tg_sparse_w(v, 2) * xc[2] +
-                 tg_sparse_w(v, 3) * xc[3];
+            d += v[0] * xc[0] + v[1] * xc[1] + v[2] * xc[2] + v[3] * xc[3];
         }
         if (last_short) { /* its weights past the last column are 0 and are not read */
             const int8_t *xc = in + 4 * *g++;
             for (int32_t j = 0; j < (cols & 3); ++j) {
-                a += tg_sparse_w(v, j) * xc[j];
+                d += v[j] * xc[j];
             }
-            v += 2;
+            v += 8;
         }
-        y[r] = tg_sparse_out(a, row, l->p.act_min, l->p.act_max); /* a = 2 acc */
+        y[r] = tg_sparse_out(a + 2 * d, row, l->p.act_min, l->p.act_max); /* 2 acc */
     }
 }
 

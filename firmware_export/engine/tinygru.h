@@ -65,9 +65,10 @@ typedef struct {
     const uint8_t *groups;  /**< Row after row: its kept group numbers g, ascending; a row
                                  of more than TG_SPARSE_SHORT groups (ctl = TG_SPARSE_SHORT
                                  + 1) starts with its count n (Range: {9, 255}). */
-    const uint32_t *values; /**< Two words per kept group, in the order of groups: the
-                                 int16 halfwords (2 w0, 2 w2), then (2 w1, 2 w3) (w_j: the
-                                 weight of column 4g+j). */
+    const uint32_t *values; /**< Two words per kept group, in the order of groups (w_j:
+                                 the weight of column 4g+j). TG_USE_DSP = 1: the int16
+                                 halfwords (2 w0, 2 w2), then (2 w1, 2 w3); 0: the bytes
+                                 w0, w1, w2, w3, then 0. */
     const int32_t *rows;    /**< [rows][5]: ctl (the row's kept-group count n when n <=
                                  TG_SPARSE_SHORT, else TG_SPARSE_SHORT + 1), the accumulator
                                  start 2 bias, then mult, add, shift as in tg_fc_rq: the
