@@ -27,7 +27,7 @@ from firmware_export.lower import (
 )
 
 GENERATOR = "tinygru firmware_export"
-FORMAT_VERSION = 2  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
+FORMAT_VERSION = 3  # layout of tg_model_params; must equal TG_FORMAT_VERSION in tinygru.h
 
 # TFLM MicroMutableOpResolver registration method per builtin op
 RESOLVER_METHODS = {
@@ -165,8 +165,8 @@ class _ModelC:
             a = sparse_arrays(f, groups, rq)
             # names end as firmware_export.sizes sorts flash parts: weights, mult/shift
             self.array("uint8_t", f"{n}_index_weights", a.stream)
-            self.array_dsp("uint32_t", f"{n}_kept_weights", a.values_dsp, a.values_portable)
-            self.array_dsp("int32_t", f"{n}_start_mult_shift", a.rows_dsp, a.rows_portable)
+            self.array_dsp("uint32_t", f"{n}_kept_weights", a.values, a.values_portable)
+            self.array("int32_t", f"{n}_start_mult_shift", a.rows)
             g_at, v_at = a.offsets(split_row)
             self.arrays.append(
                 f"static const tg_fc_sparse {n}_sparse = {{ .groups = {n}_index_weights, "

@@ -245,6 +245,7 @@ def run_step(m: Lowered, x: np.ndarray, h: list[np.ndarray]) -> dict[str, Any]:
 
 GROUP = 4
 MAX_GROUPS = 255  # group counts and indices are uint8
+SPARSE_SHORT = 8  # rows of up to this many kept groups: ctl = n (tinygru.h, tg_fc_sparse)
 
 
 @dataclass
@@ -255,7 +256,11 @@ class BlockSparse:
 
     @property
     def nbytes(self) -> int:
-        return int(self.group_count.size + self.group_index.size + self.values.size)
+        """Flash bytes of the stored layout (sparse_arrays) beyond what a dense layer stores
+        per row too (start, mult, add, shift): the group stream (a count for each row of
+        more than SPARSE_SHORT groups), two words per kept group, a ctl word per row."""
+        long_rows = int(np.count_nonzero(self.group_count > SPARSE_SHORT))
+        return int(long_rows + 9 * self.group_index.size + 4 * self.group_count.size)
 
 
 def pack_blocks(w: np.ndarray) -> BlockSparse | None:
@@ -310,8 +315,8 @@ def choose_storage(
 ) -> tuple[BlockSparse | None, dict[str, Any]]:
     """Dense or block-sparse storage of one layer's weights, and the decision record.
 
-    Rule ("auto"): block-sparse when its bytes (group counts + group indices + 4 int8
-    per kept group) are fewer than the dense bytes (``dense_bytes``: what the dense
+    Rule ("auto"): block-sparse when its bytes (BlockSparse.nbytes: group indices, two
+    words per kept group, a ctl word per row) are fewer than the dense bytes (``dense_bytes``: what the dense
     storage takes, rows·cols by default; the packed layout pads to 4-row blocks and
     4-column groups), else dense. "never": dense. "always": block-sparse whenever the
     layout allows (≤ MAX_GROUPS groups per row). ``csr_bytes`` (int8 value + uint8
@@ -462,39 +467,37 @@ def pack_dense(f: Fc, rq: RowRq | None) -> Packed | None:
 
 @dataclass
 class SparseArrays:
-    """A block-sparse layer in tg_fully_connected_sparse_s8's layout (TG_USE_DSP 1 / 0)."""
+    """A block-sparse layer in tg_fully_connected_sparse_s8's layout (both builds)."""
 
-    stream: np.ndarray  # uint8: per row its kept-group count n, then its n group numbers
-    values_dsp: np.ndarray  # (kept,) uint32: halfwords (w1 - 256 w0, w3 - 256 w2)
-    values_portable: np.ndarray  # (kept,) uint32: bytes w0, w1, w2, w3
-    rows_dsp: np.ndarray  # (rows, 4) int32: accumulator start, mult, add, shift
-    rows_portable: np.ndarray  # (rows, 4) int32
+    stream: np.ndarray  # uint8: per row its group numbers; a long row's count n first
+    values: np.ndarray  # (2 kept,) uint32: halfwords (2 w0, 2 w2), then (2 w1, 2 w3)
+    values_portable: np.ndarray  # (2 kept,) uint32: bytes w0, w1, w2, w3, then 0
+    rows: np.ndarray  # (rows, 5) int32: ctl, accumulator start 2 bias, mult, add, shift
     counts: np.ndarray  # (rows,) kept groups per row
 
     def offsets(self, row: int) -> tuple[int, int]:
-        """Where row ``row`` starts in the group stream and in the values."""
+        """Where row ``row`` starts in the group stream and in the values (words)."""
         n = int(self.counts[:row].sum())
-        return row + n, n
+        long_rows = int(np.count_nonzero(self.counts[:row] > SPARSE_SHORT))
+        return n + long_rows, 2 * n
 
 
 def sparse_arrays(f: Fc, s: BlockSparse, rq: RowRq) -> SparseArrays:
     """The arrays of a block-sparse layer requantized in one step (rq)."""
     stream: list[int] = []
     at = 0
-    for n in s.group_count.astype(int):
-        stream += [n, *s.group_index[at : at + n].astype(int)]
+    counts = s.group_count.astype(np.int64)
+    index = s.group_index.astype(int).tolist()
+    for n in counts.tolist():
+        stream += ([n] if n > SPARSE_SHORT else []) + index[at : at + n]
         at += n
-    v = s.values.astype(np.int64)  # (kept, 4)
-    lo, hi = (v[:, 1] - 256 * v[:, 0]) & 0xFFFF, (v[:, 3] - 256 * v[:, 2]) & 0xFFFF
+    v = 2 * s.values.astype(np.int64)  # (kept, 4): 2 w, int16 halfwords
+    h = lambda a, b: (v[:, a] & 0xFFFF) | ((v[:, b] & 0xFFFF) << 16)  # noqa: E731
+    values = np.stack([h(0, 2), h(1, 3)], axis=1).reshape(-1).astype(np.uint32)
+    words = _words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32)
+    portable = np.stack([words, np.zeros_like(words)], axis=1).reshape(-1)
     bias = np.where(rq.constant, 0, f.bias).astype(np.int64)
-    even = np.asarray(f.weights, np.int64)[:, 0::2].sum(axis=1)  # kept groups hold them all
-    tail = np.stack([rq.mult, rq.add, rq.shift], axis=1).astype(np.int64)
-    rows = lambda start: np.concatenate([start[:, None], tail], axis=1).astype(np.int32)  # noqa: E731
-    return SparseArrays(
-        stream=np.asarray(stream, np.uint8),
-        values_dsp=(lo | (hi << 16)).astype(np.uint32),
-        values_portable=_words(s.values.view(np.uint8)) if len(v) else np.zeros(0, np.uint32),
-        rows_dsp=rows(256 * bias - 32768 * even),
-        rows_portable=rows(bias),
-        counts=s.group_count.astype(np.int64),
-    )
+    ctl = np.where(counts > SPARSE_SHORT, SPARSE_SHORT + 1, counts)
+    rows = np.stack([ctl, 2 * bias, rq.mult, rq.add, rq.shift], axis=1).astype(np.int32)
+    return SparseArrays(stream=np.asarray(stream, np.uint8), values=values,
+                        values_portable=portable, rows=rows, counts=counts)  # fmt: skip

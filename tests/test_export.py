@@ -77,8 +77,9 @@ def test_cli_prints_the_files_and_fails_in_one_line(bundle: Path, tmp_path: Path
 
 def test_format_version_mismatch_stops_the_build(bundle: Path, tmp_path: Path) -> None:
     """Model data of another layout (version 1 had row-major weights only; 2 adds the
-    packed 4-row blocks and the one-step requantization) must not compile."""
-    assert codegen.FORMAT_VERSION == codegen.engine_format_version() == 2
+    packed 4-row blocks and the one-step requantization; 3 two value words per kept
+    block-sparse group and a 5-word row record) must not compile."""
+    assert codegen.FORMAT_VERSION == codegen.engine_format_version() == 3
     export(bundle, tmp_path, "har")
     header = tmp_path / "har_model.h"
     header.write_text(

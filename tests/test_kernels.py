@@ -672,7 +672,7 @@ class _Layer:
             a = lower.sparse_arrays(f, lower.pack_blocks(f.weights), rq)
             split = f.rows // 2
             g_at, v_at = a.offsets(split)
-            s = _SparseC(self._p(a.stream), self._p(a.values_portable), self._p(a.rows_portable),
+            s = _SparseC(self._p(a.stream), self._p(a.values_portable), self._p(a.rows),
                          split, g_at, v_at)  # fmt: skip
             self.keep.append(s)
             c.kind, c.sparse = 2, ctypes.addressof(s)
@@ -763,9 +763,10 @@ def _sxtb16(v: np.ndarray) -> np.ndarray:
 def test_dsp_word_orders_sum_to_256_times_the_accumulator() -> None:
     """The DSP word orders (tinygru.h: tg_fc_packed_s8, tg_fully_connected_sparse_s8) do
     the arithmetic the asm does, emulated in int64: SMLAD(w, P) + SMLAD(w & 0x00FF00FF, Q)
-    over a packed row, and SMLAD(d, SXTB16(v)) + SMLAD(n, v) over its kept groups, each from
-    the row's start value less the per-call input term, give 256 (bias + dot) exactly, on
-    every row of random layers and inputs with extreme values."""
+    over a packed row, from the row's start value less the per-call input term, gives
+    256 (bias + dot), and SMLAD((x0, x2), p) + SMLAD((x1, x3), q) over a row's kept groups
+    (long rows with their count in the stream too), from its start, 2 (bias + dot), exactly,
+    on every row of random layers and inputs with extreme values."""
     rng = np.random.default_rng(19)
     for rows, cols in ((8, 32), (5, 30), (12, 1), (4, 256)):
         w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
@@ -799,18 +800,19 @@ def test_dsp_word_orders_sum_to_256_times_the_accumulator() -> None:
                     + int(_smlad(wr, p).sum() + _smlad(wr & 0x00FF00FF, q).sum())
                 )
                 assert acc == want[r], ("packed", rows, cols, r)
-            d = xw ^ 0x00800080
-            dm = d & 0x00FF00FF
-            n = ((-(dm & 0xFFFF)) & 0xFFFF) | (((-(dm >> 16)) & 0xFFFF) << 16)
+            x02, x13 = _sxtb16(xw), _sxtb16(xw >> 8)  # (x0, x2), (x1, x3)
             at = 0
             for r in range(rows):
-                k = int(sp.stream[at])
-                gi = sp.stream[at + 1 : at + 1 + k].astype(np.int64)
-                v0 = int(sp.stream[:at].size) - r  # values before this row = indices before it
-                v = sp.values_dsp[v0 : v0 + k].astype(np.uint64)
-                at += 1 + k
-                acc = int(sp.rows_dsp[r, 0]) + int(
-                    _smlad(d[gi], _sxtb16(v)).sum() + _smlad(n[gi], v).sum()
+                k = int(sp.rows[r, 0])
+                if k > lower.SPARSE_SHORT:  # a long row's count leads its groups
+                    k, at = int(sp.stream[at]), at + 1
+                gi = sp.stream[at : at + k].astype(np.int64)
+                v0 = int(sp.counts[:r].sum())  # groups before this row
+                pq = sp.values[2 * v0 : 2 * (v0 + k)].astype(np.uint64).reshape(-1, 2)
+                at += k
+                acc = 128 * (
+                    int(sp.rows[r, 1])
+                    + int(_smlad(x02[gi], pq[:, 0]).sum() + _smlad(x13[gi], pq[:, 1]).sum())
                 )
                 assert acc == want[r], ("block-sparse", rows, cols, r)
 

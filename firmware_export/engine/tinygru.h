@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /** Layout version of tg_model_params; generated model data must carry the same. */
-#define TG_FORMAT_VERSION 2
+#define TG_FORMAT_VERSION 3
 /** Engine version (semantic). */
 #define TG_ENGINE_VERSION "0.1.0"
 /** Most GRU layers a model may have. */
@@ -60,15 +60,19 @@ typedef enum {
  * a row may be shorter; its missing columns weigh 0). Only groups holding a nonzero
  * weight are kept. Each row is requantized in one step (tg_fc_rq).
  */
+#define TG_SPARSE_SHORT 8 /**< Rows of up to this many kept groups have no count in groups. */
 typedef struct {
-    const uint8_t *groups;  /**< Row after row: the row's kept-group count n (Range: {0,
-                                 255}), then its n group numbers g, ascending. */
-    const uint32_t *values; /**< One word per kept group, in the order of groups. TG_USE_DSP
-                                 = 1: halfwords (w1 - 256 w0, w3 - 256 w2); 0: bytes w0,
-                                 w1, w2, w3 (w_j: the weight of column 4g+j). */
-    const int32_t *rows;    /**< [rows][4]: the accumulator start, then mult, add, shift as
-                                 in tg_fc_rq. The start is the bias (TG_USE_DSP = 0) or
-                                 256 bias - 32768 (sum of the row's even-column weights). */
+    const uint8_t *groups;  /**< Row after row: its kept group numbers g, ascending; a row
+                                 of more than TG_SPARSE_SHORT groups (ctl = TG_SPARSE_SHORT
+                                 + 1) starts with its count n (Range: {9, 255}). */
+    const uint32_t *values; /**< Two words per kept group, in the order of groups (w_j:
+                                 the weight of column 4g+j). TG_USE_DSP = 1: the int16
+                                 halfwords (2 w0, 2 w2), then (2 w1, 2 w3); 0: the bytes
+                                 w0, w1, w2, w3, then 0. */
+    const int32_t *rows;    /**< [rows][5]: ctl (the row's kept-group count n when n <=
+                                 TG_SPARSE_SHORT, else TG_SPARSE_SHORT + 1), the accumulator
+                                 start 2 bias, then mult, add, shift as in tg_fc_rq: the
+                                 accumulator is 2 (bias + dot). */
     int32_t split_row;      /**< A row where callers start a row range (TG_ROWS), and */
     int32_t split_groups;   /**< its offset in groups and */
     int32_t split_values;   /**< its offset in values (other starts are found by walking). */
@@ -136,11 +140,9 @@ typedef uint32_t tg_rows;
  *
  * Same result as tg_fully_connected_s8 on the dense matrix the groups describe: an
  * omitted group is all zero and adds nothing to the int32 accumulator. With TG_USE_DSP
- * the kernel forms, per group of 4 inputs, d = the group's word with bytes 0 and 2 XOR
- * 0x80 (x0 + 128, x1, x2 + 128, x3 as two halfwords) and n = -(d & 0x00FF00FF) per
- * halfword, in work; for a kept word v, SMLAD(d, SXTB16(v)) + SMLAD(n, v) =
- * 256 (w0 x0 + w1 x1 + w2 x2 + w3 x3) + 32768 (w0 + w2), whose constant the accumulator
- * start removes: the sum is 256 (bias + dot). cols: {1, 1020}.
+ * the kernel forms, per group of 4 inputs, the halfword pairs (x0, x2) and (x1, x3) in
+ * work; a kept group adds SMLAD((x0, x2), (2 w0, 2 w2)) + SMLAD((x1, x3), (2 w1, 2 w3)),
+ * so the accumulator is 2 (bias + dot) as the requantization takes it. cols: {1, 1020}.
  */
 void tg_fully_connected_sparse_s8(const tg_fc_layer *l, const int8_t *x, int8_t *y, int32_t *work,
                                   tg_rows rows);
