@@ -285,12 +285,22 @@ def write_atomically(out_dir: Path, files: dict[str, bytes]) -> list[str]:
     return changed
 
 
+def recorded_sparse_mode(bundle_root: Path) -> str:
+    """The ``--sparse`` mode of the bundle's export (``firmware/files.json``), else auto."""
+    index = bundle_root / contract.FIRMWARE_DIR / "files.json"
+    try:
+        mode = json.loads(index.read_text())["model_data"]["sparse_mode"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "auto"
+    return mode if mode in SPARSE_MODES else "auto"
+
+
 def export(
     bundle_dir: str | Path,
     out: str | Path | None = None,
     prefix: str | None = None,
     *,
-    sparse: str = "auto",
+    sparse: str | None = None,
     max_flash: int | None = None,
     max_ram: int | None = None,
     target: str | Path | None = None,
@@ -302,14 +312,19 @@ def export(
     by how much (the engine stage checks the Cortex-M4 objects, engine code and stack
     included).
 
-    ``sparse``: weight storage per FC layer (lower.choose_storage). ``max_flash`` /
+    ``sparse``: weight storage per FC layer (lower.choose_storage); None: the mode of the
+    bundle's own export (its ``firmware/files.json``), so the later stages that export
+    again (engine, mcu, sizes, bench) keep what ``--sparse`` chose; auto when there is
+    none. ``max_flash`` /
     ``max_ram``: budgets in bytes; when exceeded nothing is written (ExportError). The
     files are written as one swap (:func:`write_atomically`): a failure leaves the
     previous export as it was.
     """
+    bundle = Bundle.open(bundle_dir)
+    if sparse is None:
+        sparse = recorded_sparse_mode(bundle.root)
     if sparse not in SPARSE_MODES:
         raise ExportError(f"--sparse: expected one of {list(SPARSE_MODES)}, found {sparse!r}")
-    bundle = Bundle.open(bundle_dir)
     prefix = prefix or default_prefix(bundle)
     if not _PREFIX.match(prefix):
         raise ExportError(f"prefix {prefix!r}: use a lowercase C identifier (letters, digits, _)")

@@ -183,3 +183,22 @@ def test_budgets_fail_in_one_line_and_write_nothing(pruned: Path, tmp_path: Path
     r = subprocess.run([*run, "--out", str(tmp_path / "cli_ok"), "--sparse", "always"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
+
+
+def test_later_exports_keep_the_mode_the_export_stage_chose(pruned: Path, tmp_path: Path) -> None:
+    """The engine, mcu, sizes and bench stages export again without options: they must
+    build what `--sparse` chose (found: the mcu stage ran auto's block-sparse model after
+    `--sparse never`, 11,137 instead of 16,602 M4 instructions per step on HAPT)."""
+    from firmware_export.export import recorded_sparse_mode
+
+    b = tmp_path / "b"
+    shutil.copytree(pruned, b, ignore=shutil.ignore_patterns("firmware"))
+    assert recorded_sparse_mode(b) == "auto"  # no export yet
+    for mode in ("never", "always"):
+        first = export(b, sparse=mode)
+        model_c = Path(first["out"]) / f"{first['prefix']}_model.c"
+        text = model_c.read_text()
+        again = export(b)  # what a later stage does
+        assert recorded_sparse_mode(b) == mode and again["written"] == []
+        assert model_c.read_text() == text
+        assert again["model_data"]["sparse_mode"] == mode
