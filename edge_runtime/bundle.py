@@ -760,10 +760,22 @@ def stage_writer(
         manifest = json.loads(json.dumps(source.manifest))
 
     writer = StageWriter(staging, stage, manifest)
-    swapped_out = False
     try:
         yield writer
         writer._finish(config)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    swap_in(staging, final, old)
+
+
+def swap_in(staging: Path, final: Path, old: Path) -> None:
+    """Replace folder ``final`` by ``staging`` with two renames (``final`` -> ``old``,
+    ``staging`` -> ``final``), then drop ``old``. On a failure ``final`` is put back and
+    ``staging`` removed; an interruption between the renames leaves ``old`` for
+    :func:`_check_not_half_swapped` to name."""
+    swapped_out = False
+    try:
         if old.exists():
             shutil.rmtree(old)
         if final.exists():

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime import anomaly, contract
-from edge_runtime.bundle import Bundle
+from edge_runtime.bundle import Bundle, swap_in
 from edge_runtime.preprocess import InputQuant
 from edge_runtime.tflite_reader import read_model
 from firmware_export import codegen
@@ -261,7 +260,6 @@ def write_atomically(out_dir: Path, files: dict[str, bytes]) -> list[str]:
         staging.unlink()
     elif staging.exists():
         shutil.rmtree(staging)
-    swapped_out = False
     try:
         if out_dir.is_dir():
             shutil.copytree(out_dir, staging, symlinks=True)  # copy2: unchanged files keep mtimes
@@ -269,19 +267,10 @@ def write_atomically(out_dir: Path, files: dict[str, bytes]) -> list[str]:
             staging.mkdir(parents=True)
         for k in changed:
             write_if_changed(staging / k, files[k])
-        if old.exists():
-            shutil.rmtree(old)
-        if out_dir.exists():
-            os.rename(out_dir, old)
-            swapped_out = True
-        os.rename(staging, out_dir)
-        swapped_out = False
     except BaseException:
-        if swapped_out and not out_dir.exists():
-            os.rename(old, out_dir)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(staging, out_dir, old)
     return changed
 
 

@@ -169,3 +169,17 @@ def int8_chain(tflite: bytes, cfg: object, windows: np.ndarray, backend: str = "
         out["x"] = xs
         out["y_float"] = contract.dequantize(out["y"], it.y.scale, it.y.zero_point)
     return out
+
+
+def edited(src: Path, dst: Path, edit: Callable[[dict], object]) -> Path:
+    """A copy of bundle ``src`` at ``dst`` (its export left out) with ``edit`` applied to its
+    manifest as JSON, as a hand edit would."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("firmware"))
+    path = dst / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return dst

@@ -16,7 +16,7 @@ import pytest
 
 from edge_runtime import integrity
 from edge_runtime.bundle import Bundle, BundleError, stage_writer
-from tests.support import ROOT, bundle_root, make_bundle
+from tests.support import ROOT, bundle_root, edited, make_bundle
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,6 @@ def bm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def forecaster(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bundle("anomaly", bundle_root(tmp_path_factory))
-
-
-def edited(src: Path, dst: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
-    """A copy of bundle ``src`` with ``edit`` applied to its manifest, as a hand edit would."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("firmware"))
-    path = dst / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return dst
 
 
 def test_every_stage_seals_the_contract(bm: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.bundle import BundleError, validate_manifest
-from tests.support import ROOT, bundle_root, make_bundle, small_config
+from tests.support import ROOT, bundle_root, edited, make_bundle, small_config
 
 ENV = {
     **os.environ,
@@ -37,16 +37,6 @@ MEMORY_LIMIT = 2 << 30
 @pytest.fixture(scope="module")
 def bm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_bundle("bm", bundle_root(tmp_path_factory))
-
-
-def edited(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """A copy of bundle ``src`` at ``dst`` with ``edit`` applied to its manifest as JSON."""
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("firmware"))
-    path = dst / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    return dst
 
 
 def limited_memory() -> None:
