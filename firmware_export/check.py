@@ -194,6 +194,8 @@ def check(
         float_pred = ref["probs"].argmax(-1)
         report["windows"] = len(y)
         report["accuracy"] = float((pred == ref["y"]).mean())
+        # against reference.npz: the train stage's float model (before prune and QAT); the
+        # backend entry compares with float_outputs.npz, the model the step was made from
         report["accuracy_float"] = float((float_pred == ref["y"]).mean())
         report["agreement_with_float"] = float((pred == float_pred).mean())
         probs = (y.astype(np.float64) - m.y_zero_point) * m.y_scale
