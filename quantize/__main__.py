@@ -26,6 +26,16 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, found {text!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m quantize",
@@ -103,6 +113,12 @@ def _prune_parser(sub: Any) -> None:
         "or % a forecaster's validation error may grow (default 10)",
     )
     pr.add_argument("--target", help="with --choose: a target file (configs/targets/*.toml)")
+    pr.add_argument(
+        "--jobs",
+        type=_positive,
+        help="with --choose: sweep points trained at once, each in its own process "
+        "(default: one per CPU core; the chosen model is the same for any value)",
+    )
 
 
 def _qat_parser(sub: Any) -> None:
@@ -182,7 +198,7 @@ def _choose(args: argparse.Namespace) -> int:
     sweep = [] if pc.sparsity == 0 else list(args.sweep or pc.sweep)
     max_drop = args.max_val_drop if args.max_val_drop is not None else pc.max_val_drop
     choose(args.bundle, settings, sweep, max_val_drop=max_drop, target_file=args.target,
-           data_path=args.data)  # fmt: skip
+           data_path=args.data, jobs=args.jobs)  # fmt: skip
     return 0
 
 

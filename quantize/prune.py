@@ -550,6 +550,7 @@ def prune_model(
     *,
     augment: dict[str, Any] | None = None,
     progress: bool = True,
+    bar_position: int = 0,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Prune a clone of ``model`` to ``settings.target``; returns it and a report.
 
@@ -561,7 +562,8 @@ def prune_model(
     training batches are then re-oriented and re-scaled as in the train stage,
     when ``settings.augment`` is set. With ``settings.distill > 0`` a classifier
     learns from the labels and from ``model`` itself (the dense teacher) through
-    :class:`Distiller`.
+    :class:`Distiller`. ``bar_position`` is the line of the progress bar (points trained
+    side by side each draw on their own).
     """
     t0 = time.perf_counter()
     _configure(settings.seed)
@@ -577,7 +579,7 @@ def prune_model(
     desc = f"prune {settings.granularity} {settings.target:g}" if progress else None
     ramp = trainer.fit(
         epochs=plan["ramp_epochs"],
-        callbacks=[masks, *_bar(plan["ramp_epochs"], desc, "ramp")],
+        callbacks=[masks, *_bar(plan["ramp_epochs"], desc, "ramp", bar_position)],
         **fit_args,
     )
     # The final masks, whatever the step count: exactly the target from here on.
@@ -591,7 +593,7 @@ def prune_model(
     )
     tune = trainer.fit(
         epochs=plan["finetune_epochs"],
-        callbacks=[masks, stop, *_bar(plan["finetune_epochs"], desc, "fine-tune")],
+        callbacks=[masks, stop, *_bar(plan["finetune_epochs"], desc, "fine-tune", bar_position)],
         **fit_args,
     )
     masks.apply()  # after EarlyStopping restored the best weights
@@ -605,9 +607,11 @@ def prune_model(
     return pruned, _prune_report(pruned, settings, masks, (ramp, tune), head, t0)
 
 
-def _bar(epochs: int, desc: str | None, phase: str) -> list[keras.callbacks.Callback]:
+def _bar(
+    epochs: int, desc: str | None, phase: str, position: int = 0
+) -> list[keras.callbacks.Callback]:
     """A progress bar over the epochs of one fit, none when ``desc`` is None."""
-    return [] if desc is None else [EpochBar(epochs, f"{desc} {phase}")]
+    return [] if desc is None else [EpochBar(epochs, f"{desc} {phase}", position)]
 
 
 def _trainer(

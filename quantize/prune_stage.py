@@ -28,6 +28,7 @@ from quantize.prune import (
     prune_model,
     sparsity_report,
 )
+from quantize.prune_points import default_jobs, fit_arrays, fit_weights, train_points
 from train.arrays import TrainingArrays, training_arrays
 from train.fit import configure_tf
 
@@ -104,7 +105,7 @@ def run(
     b = Bundle.open(bundle_dir)
     d = training_arrays(b, data_path)
     model = load_keras(b, model_file)
-    pruned, report = prune_model(model, settings, *_fit_arrays(d), **_weights(d))
+    pruned, report = prune_model(model, settings, *fit_arrays(d), **fit_weights(d))
     metric = "accuracy" if is_classifier(model) else "mae"
     report["metrics"] = {
         "metric": metric,
@@ -115,8 +116,8 @@ def run(
     rows = None
     if sweep_targets:
         rows = sweep(
-            model, sweep_targets, settings, *_fit_arrays(d), d.x_test, d.y_test,
-            granularities=grans, done=(pruned, report), **_weights(d),
+            model, sweep_targets, settings, *fit_arrays(d), d.x_test, d.y_test,
+            granularities=grans, done=(pruned, report), **fit_weights(d),
         )  # fmt: skip
         report["sweep"] = rows
     config = {"prune": settings.to_dict(), "source_model": model_file, "sweep": sweep_targets}
@@ -124,14 +125,6 @@ def run(
         config["sweep_granularities"] = list(grans)
     _write(bundle_dir, config, pruned, report, settings, rows)
     return Path(bundle_dir)
-
-
-def _fit_arrays(d: TrainingArrays) -> tuple[np.ndarray, ...]:
-    return d.x_train, d.y_train, d.x_val, d.y_val
-
-
-def _weights(d: TrainingArrays) -> dict[str, Any]:
-    return {"sample_weight": d.sample_weight, "class_weight": d.class_weight, "augment": d.augment}
 
 
 def _val_test(model: keras.Model, d: TrainingArrays, metric: str) -> dict[str, float]:
@@ -326,13 +319,15 @@ def choose(
     max_val_drop: float | None = None,
     target_file: str | None = None,
     data_path: str | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Deploy the sparsest sweep point whose validation score stays within
     ``max_val_drop`` of the dense model's and whose model fits the target's flash.
 
-    Points are tried from the sparsest down; the first that qualifies is deployed and
-    denser ones are not trained (none of them could be chosen). When none qualifies,
-    the dense model is deployed: ``model_pruned.keras`` is removed and the manifest's
+    Points are tried from the sparsest down, ``jobs`` at a time side by side (default:
+    one per CPU core, :mod:`quantize.prune_points`); the first that qualifies is
+    deployed and denser ones not yet trained are skipped (none of them could be
+    chosen). When none qualifies, the dense model is deployed: ``model_pruned.keras`` is removed and the manifest's
     ``sparsity`` section and ``reports/prune.json`` say why. Test data is evaluated for
     the report only, never for the choice.
     """
@@ -362,27 +357,35 @@ def choose(
                 "qualifies": fits and drop <= budget}  # fmt: skip
 
     rows = [row("dense", 0.0, model, sparsity_report(model)["overall"], 0)]
-    chosen: tuple[keras.Model, dict[str, Any], PruneSettings] | None = None
+    chosen: tuple[keras.Model, dict[str, Any], PruneSettings, dict[str, Any]] | None = None
     order = sorted((t for t in set(sweep_targets) if t > 0), reverse=True)
-    for i, t in enumerate(order):
-        s = PruneSettings(**{**settings.to_dict(), "target": float(t)})
-        pruned, rep = prune_model(model, s, *_fit_arrays(d), **_weights(d))
-        r = row(s.granularity, float(t), pruned, rep["overall"], rep["epochs_run"])
-        rows.append(r)
-        print(f"[quantize] prune: {100 * t:.0f}% {s.granularity}: {SCORE_NAMES[task]} drop "
-              f"{r['val_drop']:.2f} (budget {budget:g}), ~{r['weight_bytes']:,} B of weights"
-              f"{'' if r['fits_target'] else ' (over the target flash)'}"
-              f" -> {'deploy' if r['qualifies'] else 'no'}")  # fmt: skip
-        if r["qualifies"]:
-            chosen = (pruned, rep, s)
-            rows += [{"granularity": s.granularity, "target": float(u), "skipped": True}
-                     for u in order[i + 1 :]]  # fmt: skip
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise StageError(f"jobs: expected 1 or more, found {jobs}")
+    for start in range(0, len(order), jobs):
+        batch = [PruneSettings(**{**settings.to_dict(), "target": float(t)})
+                 for t in order[start : start + jobs]]  # fmt: skip
+        points = train_points(bundle_dir, model, d, batch, jobs=jobs, data_path=data_path)
+        for s, (pruned, rep) in zip(batch, points, strict=True):
+            r = row(s.granularity, s.target, pruned, rep["overall"], rep["epochs_run"])
+            rows.append(r)
+            print(f"[quantize] prune: {100 * s.target:.0f}% {s.granularity}: "
+                  f"{SCORE_NAMES[task]} drop {r['val_drop']:.2f} (budget {budget:g}), "
+                  f"~{r['weight_bytes']:,} B of weights"
+                  f"{'' if r['fits_target'] else ' (over the target flash)'}"
+                  f" -> {'deploy' if r['qualifies'] and chosen is None else 'no'}")  # fmt: skip
+            if r["qualifies"] and chosen is None:
+                chosen = (pruned, rep, s, r)
+        if chosen is not None:
+            rows += [{"granularity": settings.granularity, "target": float(u), "skipped": True}
+                     for u in order[start + jobs :]]  # fmt: skip
             break
     trained = [r for r in rows[1:] if not r.get("skipped")]
     if chosen is not None:
+        c = chosen[3]
         why = (f"the sparsest point within the budget: {SCORE_NAMES[task]} drop "
-               f"{rows[len(trained)]['val_drop']:.2f} <= {budget:g}"
-               + ("" if target is None else f" and ~{rows[len(trained)]['weight_bytes']:,} B "
+               f"{c['val_drop']:.2f} <= {budget:g}"
+               + ("" if target is None else f" and ~{c['weight_bytes']:,} B "
                   f"of weights within the {target.name} flash budget {target.flash_bytes:,} B")
                + (f"; denser points {[r['target'] for r in rows if r.get('skipped')]} not "
                   "trained, a sparser one qualified" if any(r.get("skipped") for r in rows)
@@ -419,7 +422,7 @@ def choose(
     if chosen is None:
         _write_dense(bundle_dir, config, rows, choice)
     else:
-        pruned, report, s = chosen
+        pruned, report, s, _ = chosen
         report["metrics"] = {"metric": metric, "dense": _val_test(model, d, metric),
                              "pruned": _val_test(pruned, d, metric)}  # fmt: skip
         report["sweep"] = rows

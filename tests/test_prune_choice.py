@@ -43,7 +43,7 @@ def _target(tmp_path: Path, flash: int) -> Path:
 
 def test_the_sparsest_point_within_budget_is_deployed(trained: Path, tmp_path: Path) -> None:
     b = _copy(trained, tmp_path / "b")
-    choice = choose(b, PruneSettings(**FAST), [0.5, 0.8], max_val_drop=100.0)
+    choice = choose(b, PruneSettings(**FAST), [0.5, 0.8], max_val_drop=100.0, jobs=1)
     assert choice["chosen"]["target"] == 0.8  # sparsest first: it qualifies at once
     rep = Bundle.open(b).read_json("reports/prune.json")
     assert [(r["target"], bool(r.get("skipped"))) for r in rep["sweep"]] == [
@@ -52,6 +52,33 @@ def test_the_sparsest_point_within_budget_is_deployed(trained: Path, tmp_path: P
     m = Bundle.open(b).manifest
     assert m["sparsity"]["deployed"] == "pruned" and b.joinpath("model_pruned.keras").is_file()
     assert "0.5" in m["sparsity"]["why"] and "not trained" in m["sparsity"]["why"]
+
+
+def test_points_trained_side_by_side_give_the_same_models(trained: Path, tmp_path: Path) -> None:
+    """Two worker processes train 0.8 and 0.5 at once: the same choice as one after the
+    other, and every point's weights equal to the last bit (the same seeds and thread
+    budget in any process); with 0.8 chosen, 0.5 is reported as trained, not skipped."""
+    import keras
+    import numpy as np
+
+    one = _copy(trained, tmp_path / "one")
+    two = _copy(trained, tmp_path / "two")
+    # a budget no point meets keeps every trained point's row: compare them all
+    c1 = choose(one, PruneSettings(**FAST), [0.5, 0.8], max_val_drop=-100.0, jobs=1)
+    c2 = choose(two, PruneSettings(**FAST), [0.5, 0.8], max_val_drop=-100.0, jobs=2)
+    assert c1["chosen"] is None and c2["chosen"] is None and c1["why"] == c2["why"]
+    r1, r2 = (Bundle.open(b).read_json("reports/prune.json")["sweep"] for b in (one, two))
+    keys = ("target", "achieved", "val", "test", "val_score", "epochs_run")
+    assert [[r[k] for k in keys] for r in r1] == [[r[k] for k in keys] for r in r2]
+    assert len(r2) == 3  # dense, 0.8, 0.5
+    # the deployed model itself: 0.8 qualifies, the side-by-side 0.5 is trained too
+    c3 = choose(two, PruneSettings(**FAST), [0.5, 0.8], max_val_drop=100.0, jobs=2)
+    assert c3["chosen"]["target"] == 0.8 and "not trained" not in c3["why"]
+    c4 = choose(one, PruneSettings(**FAST), [0.8], max_val_drop=100.0, jobs=1)
+    assert c4["chosen"] == c3["chosen"]
+    w1, w2 = (keras.models.load_model(b / "model_pruned.keras", compile=False).get_weights()
+              for b in (one, two))  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w2, strict=True))
 
 
 def test_no_point_within_budget_deploys_the_dense_model(trained: Path, tmp_path: Path) -> None:

@@ -32,9 +32,12 @@ def configure_tf() -> None:
 class EpochBar(keras.callbacks.Callback):
     """One tqdm bar over epochs showing the latest losses (Keras' own bar is per batch)."""
 
-    def __init__(self, epochs: int, desc: str) -> None:
+    def __init__(self, epochs: int, desc: str, position: int = 0) -> None:
         super().__init__()
-        self.bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=epochs, desc=desc, unit="epoch", leave=False, dynamic_ncols=True,
+            position=position,
+        )  # fmt: skip
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
