@@ -19,11 +19,13 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.settings import SettingsError
 from edge_runtime.targets import TargetError, load_target
-from pipeline.cache import StageFailed, run_chain, stamped_link
+from pipeline.cache import Stage, StageFailed, run_chain, stamped_link
 from pipeline.stages import (
     DEFAULT_SWEEP,
     DEFAULT_TARGET,
@@ -106,6 +108,58 @@ def _combine(links: list[str]) -> str:
     return hashlib.sha256("\0".join(links).encode()).hexdigest()
 
 
+def _run_chains(
+    chains: list[tuple[str, list[Stage] | None, str]],
+    stamps: Path,
+    *,
+    alongside: bool,
+    **chain_opts: Any,
+) -> list[str]:
+    """Run each task's chain (``None``: only its stamped link); returns the tasks' links.
+
+    With ``alongside``, every task after the first runs at the same time as the first
+    (one training process keeps about one core busy; the anomaly chain takes ~70 s
+    next to har's ~10 minutes): its lines are held and printed once the first task
+    is done, so the first task's live progress line stays readable. A failure in any
+    chain is raised after every chain has stopped.
+    """
+
+    def chain(task: str, stages: list[Stage], opts: dict[str, Any]) -> str:
+        return run_chain(stages, task=task, stamp_dir=stamps / task, **opts)[0]
+
+    links = {task: link for task, stages, link in chains if stages is None}
+    todo = [(task, stages) for task, stages, _ in chains if stages is not None]
+    if not alongside or len(todo) < 2:
+        for task, stages in todo:
+            links[task] = chain(task, stages, chain_opts)
+        return [links[task] for task, _, _ in chains]
+    (first, first_stages), rest = todo[0], todo[1:]
+    held: dict[str, list[str]] = {task: [] for task, _ in rest}
+    with ThreadPoolExecutor(max_workers=len(rest)) as pool:
+        futures = {
+            task: pool.submit(chain, task, stages, {**chain_opts, "out": held[task].append,
+                                                    "started": None, "progress": None})
+            for task, stages in rest
+        }  # fmt: skip
+        chain_opts["out"](f"[{', '.join(held)}] running alongside [{first}]: lines follow")
+        error: StageFailed | None = None
+        try:
+            links[first] = chain(first, first_stages, chain_opts)
+        except StageFailed as e:
+            error = e
+        for task, future in futures.items():
+            try:
+                links[task] = future.result()
+            except StageFailed as e:
+                error = error or e
+            finally:
+                for line in held[task]:
+                    chain_opts["out"](line)
+    if error is not None:
+        raise error
+    return [links[task] for task, _, _ in chains]
+
+
 def demo(ns: argparse.Namespace) -> int:
     tasks = list(TASKS) if ns.task == "all" else [ns.task]
     build = Path(ns.build).absolute()
@@ -158,21 +212,17 @@ def demo(ns: argparse.Namespace) -> int:
             "started": started if tty else None,
             "progress": progress if tty else None,
         }
-        links = []
+        chains = []
         for task in tasks:
             stages = task_stages(task, build=build, data=data, sweep=ns.sweep, target=target,
                                  config=config)  # fmt: skip
             names = [s.name for s in stages]
             if ns.only is not None and ns.only not in names:
-                links.append(stamped_link(stamps / task, names[-1]))
-                continue
-            link, _ = run_chain(
-                stages,
-                task=task,
-                stamp_dir=stamps / task,
-                **chain_opts,
-            )
-            links.append(link)
+                chains.append((task, None, stamped_link(stamps / task, names[-1])))
+            else:
+                chains.append((task, stages, ""))
+        links = _run_chains(chains, stamps, alongside=ns.only is None and not ns.verbose,
+                            **chain_opts)  # fmt: skip
         if ns.only in (None, "report"):
             run_chain(
                 [report_stage(tasks, build=build, target=target)],

@@ -197,6 +197,30 @@ def test_failed_stage_leaves_no_stamp_and_names_itself(chain: Chain) -> None:
     assert chain.run() == ALL_CACHED
 
 
+def test_tasks_run_alongside_with_their_lines_held(tmp_path: Path) -> None:
+    """Two tasks' chains at once (``make demo``): both complete, the second task's lines
+    come after the first's, never between them; a failure in the second is raised once
+    the first is done, with its output shown."""
+    from pipeline.__main__ import _run_chains
+
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    first, second = Chain(tmp_path / "one"), Chain(tmp_path / "two")
+    lines: list[str] = []
+    chains = [("one", first.stages(), ""), ("two", second.stages(), "")]
+    links = _run_chains(chains, tmp_path / "stamps", alongside=True, out=lines.append)
+    assert len(links) == 2 and all(links) and first.ran() == second.ran() == list(NAMES)
+    tasks = [line.split("]")[0] for line in lines if line.endswith(" s")]
+    assert tasks == ["[one"] * 3 + ["[two"] * 3, lines
+    (second.tmp / "src" / "b" / "code.py").write_text("fail")
+    lines.clear()
+    with pytest.raises(StageFailed) as e:
+        _run_chains(chains, tmp_path / "stamps", alongside=True, out=lines.append)
+    assert (e.value.task, e.value.stage) == ("two", "b")
+    assert lines[-1] == "step b: failing on purpose", lines  # the failing stage's output
+    assert lines.index("[one] c ... skipped (cached)") < lines.index("[two] b ... failed (exit 3)")
+
+
 def test_stage_that_cannot_start_fails_with_its_name(chain: Chain) -> None:
     missing = chain.tmp / "no-such-program"
     stage = Stage("x", (str(missing),), chain.bundle)
