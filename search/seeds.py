@@ -5,6 +5,7 @@ through the stages, exactly as ``make demo`` does, per seed k:
 
     python -m train --config <config with [train] seed = k> --out B_k [--data F]
     python -m quantize prune --bundle B_k --sparsity S --granularity G --seed k   (S > 0)
+    python -m quantize qat --bundle B_k --config <config> [--data F]   ([qat] enabled)
     python -m quantize int8 --bundle B_k --no-arena [--data F]
     python -m quantize parity --bundle B_k --no-progress
     python -m firmware_export export --bundle B_k
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from quantize.qat_config import qat_enabled
 from search import configfile
 from search.space import Candidate
 
@@ -71,6 +73,9 @@ def stage_commands(
         cmds.append([py, "-m", "quantize", "prune", "--bundle", str(bundle),
                      "--sparsity", repr(cand.sparsity), "--granularity", cand.granularity,
                      "--seed", str(seed), *d])  # fmt: skip
+    if qat_enabled(config):  # as make demo CONFIG=… runs it
+        cmds.append([py, "-m", "quantize", "qat", "--bundle", str(bundle),
+                     "--config", str(config), *d])  # fmt: skip
     cmds += [
         [py, "-m", "quantize", "int8", "--bundle", str(bundle), "--no-arena", *d],
         [py, "-m", "quantize", "parity", "--bundle", str(bundle), "--no-progress"],

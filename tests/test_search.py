@@ -128,6 +128,23 @@ def test_config_file_reads_back_and_pins_pruning(tmp_path: Path) -> None:
     assert out.read_text().startswith("# made by a test\n")
 
 
+def test_seed_runs_run_the_stages_make_demo_runs(tmp_path: Path) -> None:
+    """A chosen config with ``[qat] enabled`` (har.toml's) gets the qat stage in its seed
+    runs, between prune and int8, as ``make demo CONFIG=…`` would run it; without it none."""
+    from search.seeds import stage_commands
+
+    raw = tomllib.loads((ROOT / "configs" / "har.toml").read_text())
+    cand = Candidate(96, 48, 16, 4, 2, (24,), 0.5, "block4", 0.0031)
+    with_qat = configfile.write(tmp_path / "q.toml", configfile.candidate_config(raw, cand, seed=1))
+    raw.pop("qat")
+    without = configfile.write(tmp_path / "n.toml", configfile.candidate_config(raw, cand, seed=1))
+    stages = [[c[2:4] for c in stage_commands(p, tmp_path / "b", cand, 1, None)]
+              for p in (with_qat, without)]  # fmt: skip
+    common = [["train", "--config"], ["quantize", "prune"]]
+    tail = [["quantize", "int8"], ["quantize", "parity"], ["firmware_export", "export"]]
+    assert stages == [[*common, ["quantize", "qat"], *tail], [*common, *tail]]
+
+
 def test_storage_urls() -> None:
     assert storage_url("postgresql://u@h:5/db", Path("b")) == "postgresql+psycopg://u@h:5/db"
     assert storage_url(None, Path("/x/b")) == "sqlite:////x/b/search/studies.db"
