@@ -27,6 +27,10 @@ firmware on QEMU included; then the figures are printed from the bundles' report
 - ``daphnet``: Daphnet S06R02E0, 9 accelerometer channels at 64 Hz (from its
   timestamps), 7,040 samples; aeon documents that this excerpt has no labelled
   freezing-of-gait episode, so it is brought unlabelled and split by ``train_end``.
+
+``japanese_vowels``, ``italy_power`` and ``ecg`` run the qat stage (``[qat]`` in their
+configs): when validation keeps the QAT model, the figures hold PTQ and QAT side by
+side per backend.
 """
 
 from __future__ import annotations
@@ -149,7 +153,13 @@ def figures(bundle: Path) -> dict:
              ("int8 tflm", be["tflm"]), ("int8 litert", be["litert"]), ("cortex-m4", m4))}  # fmt: skip
     sp = man.get("sparsity") or {}
     why = sp.get("why") or "not pruned: make demo prunes the classifier task only"
-    return {"rows": rows, "sparsity": sp.get("overall", 0.0), "why": why}
+    out = {"rows": rows, "sparsity": sp.get("overall", 0.0), "why": why}
+    qat = rep["parity.json"].get("qat")
+    if qat:  # the qat stage kept its model: PTQ and QAT side by side per backend
+        out["ptq_vs_qat"] = qat["rows"]
+    elif (bundle / "reports" / "qat.json").is_file():
+        out["ptq_vs_qat"] = "QAT ran; validation kept the PTQ model (no QAT epoch won)"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
