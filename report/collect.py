@@ -651,24 +651,29 @@ def open_bundle(bundle: Path) -> Bundle:
 
 
 def on_target(rows: list[dict[str, Any]], manifest: dict[str, Any], target: Any) -> dict | None:
-    """Each Cortex-M row's instructions per step (QEMU) at the target's clock: a lower bound
-    of the time per step (a core needs at least one cycle per instruction) and the share
-    of the sample period it uses; None for a target that is not a microcontroller."""
+    """The instructions per step (QEMU) of the Cortex-M row run on the target's board, at
+    the target's clock: a lower bound of the time per step (a core needs at least one
+    cycle per instruction) and the share of the sample period it uses; None for a target
+    that is not a microcontroller. Rows of other cores are left out: the target's clock
+    is not theirs (a target file of their own gives them a table)."""
     if target is None or target.kind != "mcu":
         return None
+    own = f"mcu_{target.board.core}"
     mc = manifest["model"]["config"]
     stride = int(mc.get("front_end_stride", 1))
     rate = target.sample_rate_hz or float(manifest["dataset"]["sample_rate"])
     out = []
     for r in rows:
         ips = r["cells"].get("latency")
-        if r["latency_unit"] != "instructions_per_step" or ips is None:
+        if r["latency_unit"] != "instructions_per_step" or ips is None or r.get("key") != own:
             continue
         t = target.time_per_step_s(ips)
         out.append({"row": r["title"], "instructions_per_step": ips, "time_per_step_s": t,
                     "share_of_period": target.share_of_period(ips, 1 / stride, rate)})  # fmt: skip
+    others = [r["title"] for r in rows
+              if r["latency_unit"] == "instructions_per_step" and r.get("key") != own]  # fmt: skip
     return {"target": target.to_dict(), "sample_rate_hz": rate, "steps_per_sample": 1 / stride,
-            "rows": out,
+            "rows": out, "board": target.board.name, "other_cores": others,
             "method": "instructions per step under QEMU -icount / clock_hz: a lower bound of "
             "the time per step; share = steps per second x that time"}  # fmt: skip
 

@@ -104,9 +104,12 @@ def target_lines(ot: dict[str, Any] | None) -> tuple[str, list[list[str]]]:
         return "", []
     tg = ot["target"]
     head = (f"On the target {tg['name']} ({tg['description']}): the instructions per step "
-            f"measured under QEMU ÷ {tg['clock_hz'] / 1e6:g} MHz, a lower bound of the time "
-            f"per step, and the share of the sample period ({ot['sample_rate_hz']:g} Hz, "
-            f"{ot['steps_per_sample']:g} step per sample) it uses.")  # fmt: skip
+            f"measured under QEMU on its board {ot.get('board', tg.get('board'))} ÷ "
+            f"{tg['clock_hz'] / 1e6:g} MHz, a lower bound of the time per step, and the share "
+            f"of the sample period ({ot['sample_rate_hz']:g} Hz, {ot['steps_per_sample']:g} "
+            "step per sample) it uses."
+            + (" The other cores' rows are not at this clock: a target file for their core "
+               "(make demo TARGET=…) gives them this table." if ot.get("other_cores") else ""))  # fmt: skip
     rows = [[r["row"], f"{r['instructions_per_step']:,.0f}", f"≥ {1e6 * r['time_per_step_s']:.1f} µs",
              f"≥ {100 * r['share_of_period']:.2f}%"] for r in ot["rows"]]  # fmt: skip
     return head, rows
