@@ -34,7 +34,8 @@ def train_lines(rep: dict) -> list[str]:
             f"macro-F1 {t['macro_f1']:.4f} over {t['n']} windows "
             f"(seeds {len(s['accuracy']['values'])}: accuracy {_pct(s['accuracy']['mean'])} "
             f"± {100 * s['accuracy']['std']:.2f})"
-        ]
+        ] + ([f"  WARNING: {rep['skill']['warning']}"] if (rep.get("skill") or {}).get("warning")
+             else [])  # fmt: skip
     if t.get("hit") is None:  # a series without labelled anomaly
         return [f"  float forecaster: peak {t['peak']} (no labelled anomaly), threshold "
                 f"{_num(t.get('threshold'))}, {t.get('alarm_events')} alarm events"]  # fmt: skip

@@ -704,6 +704,7 @@ def collect(bundle_dir: str | Path, target: Any = None) -> dict[str, Any]:
         "sweep": sweep(bundle, m),
         "on_target": on_target(rows, m, target),
         "versioning": versioning(bundle, m, train),
+        "warning": (train.get("skill") or {}).get("warning"),  # a classifier at chance
     }
     if task == "classification":
         out["labels"] = list(m["labels"])

@@ -68,7 +68,8 @@ def intro(task: dict[str, Any]) -> str:
     which = " (the pruned model)" if task["pruned"] else ""
     if task.get("qat"):
         which = " (the QAT model)"
-    return INTRO.format(pruned=which) + (QAT_INTRO if task.get("qat") else "")
+    warning = f" WARNING: {task['warning']}." if task.get("warning") else ""
+    return INTRO.format(pruned=which) + (QAT_INTRO if task.get("qat") else "") + warning
 
 
 # --------------------------------------------------------------------------- Markdown

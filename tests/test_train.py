@@ -155,3 +155,31 @@ def test_summary_prints_the_trained_figures(bm_bundle: Path) -> None:
     acc = Bundle.open(bm_bundle).read_json("reports/train.json")["test"]["accuracy"]
     assert any(f"test accuracy {100 * acc:.2f}%" in line for line in lines)
     assert summarize(bm_bundle / "missing")[0].endswith("no bundle (run `make demo`)")
+    skill = Bundle.open(bm_bundle).read_json("reports/train.json")["skill"]
+    assert not skill["at_chance"] and skill["warning"] is None  # far above 1 in 4
+    assert not any("WARNING" in line for line in lines)
+
+
+def test_a_classifier_at_chance_is_named() -> None:
+    """The skill check against always guessing the most frequent training class, a
+    one-sided binomial tail summed here term by term with exact integers."""
+    from math import comb
+
+    from edge_runtime.summary import train_lines
+    from train.classify import skill
+
+    y_train = np.repeat(np.arange(10), 8)  # 10 balanced classes: the guess is class 0
+    y_val = np.repeat(np.arange(10), 2)
+    s = skill(y_train, y_val, 4 / 20)  # 4 of 20 right, 2 of 20 for the guess
+    exact = sum(comb(20, i) * 9 ** (20 - i) for i in range(4, 21)) / 10**20
+    assert s["p_value"] == pytest.approx(exact, rel=1e-12) and exact == pytest.approx(
+        0.1330, abs=1e-4
+    )
+    assert s["at_chance"] and "not better than chance" in s["warning"] and "4 of 20" in s["warning"]
+    assert not skill(y_train, y_val, 9 / 20)["at_chance"]  # P(>= 9 of 20) = 0.0001
+    # a skewed set: 90 % accuracy is only the majority guess
+    lop = np.array([0] * 90 + [1] * 10)
+    assert skill(lop, lop, 0.90)["at_chance"] and not skill(lop, lop, 0.99)["at_chance"]
+    rep = {"test": {"accuracy": 0.2, "macro_f1": 0.1, "n": 20}, "params": 10, "skill": s,
+           "summary": {"accuracy": {"values": [0.2], "mean": 0.2, "std": 0.0}}}  # fmt: skip
+    assert train_lines(rep)[-1] == f"  WARNING: {s['warning']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -83,6 +84,46 @@ def evaluate(probs: np.ndarray, y: np.ndarray, n_classes: int) -> dict:
         "per_class_f1": [float(v) for v in metrics.per_class_f1(y, pred, n_classes)],
         "confusion": metrics.confusion_matrix(y, pred, n_classes).tolist(),
         "n": int(len(y)),
+    }
+
+
+SKILL_P = 0.05  # a validation accuracy this likely under the majority-class guess is chance
+
+
+def skill(y_train: np.ndarray, y_val: np.ndarray, val_accuracy: float) -> dict:
+    """Is the validation accuracy better than always guessing the most frequent training
+    class? One-sided binomial test: the chance that a guesser right with that class's
+    validation share ``p0`` gets at least as many of the ``n`` windows right. ``at_chance``
+    when that chance is ``SKILL_P`` or more (or the accuracy is not above ``p0`` at all)."""
+    n = int(len(y_val))
+    classes, counts = np.unique(np.asarray(y_train), return_counts=True)
+    major = int(classes[int(np.argmax(counts))])
+    p0 = float(np.mean(np.asarray(y_val) == major)) if n else 0.0
+    k = int(round(val_accuracy * n))
+    if n == 0 or p0 >= 1.0:
+        p_value = 1.0
+    elif p0 <= 0.0:
+        p_value = 0.0 if k > 0 else 1.0
+    else:  # P(X >= k), X ~ Binomial(n, p0), summed in log space (n can be thousands)
+        terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                 + i * math.log(p0) + (n - i) * math.log1p(-p0) for i in range(k, n + 1)]  # fmt: skip
+        top = max(terms)
+        p_value = min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+    at_chance = bool(p_value >= SKILL_P or val_accuracy <= p0)
+    return {
+        "val_windows": n,
+        "val_correct": k,
+        "majority_class": major,
+        "majority_val_share": p0,
+        "p_value": p_value,
+        "at_chance": at_chance,
+        "test": f"one-sided binomial: P(at least {k} of {n} right | p = {p0:.3f}), "
+        f"chance when >= {SKILL_P}",
+        "warning": None
+        if not at_chance
+        else f"the model is not better than chance on validation: {k} of {n} windows right "
+        f"({100 * val_accuracy:.1f} %) against {100 * p0:.1f} % for always guessing class "
+        f"{major} (p = {p_value:.2f}); its test and device figures measure noise",
     }
 
 

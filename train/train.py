@@ -15,7 +15,7 @@ from edge_runtime import anomaly, contract
 from edge_runtime.bundle import stage_writer
 from train import plots
 from train.arrays import load_data
-from train.classify import train_classifier
+from train.classify import skill, train_classifier
 from train.config import Config, load_config
 from train.data import SensorData
 from train.forecast import train_forecaster
@@ -147,6 +147,9 @@ def _write_task_outputs(w, cfg: Config, data: SensorData, r: dict) -> dict:
         w.add_file("reports/scores_float.png")
         return report
     report["summary"] = {k: _summary(runs, k) for k in ("accuracy", "macro_f1")}
+    report["skill"] = skill(r["train"].y, r["val"].y, runs[0]["val"]["accuracy"])
+    if report["skill"]["at_chance"]:
+        print(f"[train] warning: {report['skill']['warning']}")
     te = r["test"]
     rec = data.recordings_of("test") if data.windows is None else []
     offsets = np.cumsum([0] + [len(x.labels) for x in rec]).astype(np.int64)
