@@ -18,7 +18,7 @@ parameters is queued (``RetryHeartbeatStaleTrialCallback``) and run by the next
 free worker; the failed trial is never counted, so nothing counts twice.
 
 Budget gate. Before a trial trains, the device cost of its shape is measured on
-the untrained model (:func:`search.evaluate.probe`); when that exceeds the
+the model after one epoch (:func:`search.evaluate.probe`); when that exceeds the
 target's flash or RAM budget the trial ends pruned, with the reason in its
 ``rejected`` attribute, and its constraint values tell the sampler why.
 
@@ -26,7 +26,7 @@ Pruner. Optuna's own pruners do not support several objectives, so the search
 keeps its own: after ``warmup`` epochs a trial stops when the best validation
 score of its float model so far is below the median, at the same epoch, of the
 completed trials that cost no more on every device axis (instructions per
-second, flash and RAM; this trial's from its untrained probe), at least
+second, flash and RAM; this trial's from its probe), at least
 ``min_peers`` of them: a model that models no more expensive in any respect beat
 while training is unlikely to reach the Pareto front.
 """

@@ -2,10 +2,9 @@
 
 The tiny study is real: BasicMotions, 5 trials of a narrowed space, 2 epochs, the
 int8 C engine's validation score, flash and RAM from the Cortex-M objects and
-instructions from QEMU; its budget (7,000 B flash) is chosen between the shapes
-of that space (measured: no front end or a 4-filter front end with GRU(4) need
-6,258–6,330 B, GRU(16) 8,106 B), so some trials are rejected before training and
-others complete. The loader is instrumented: every read of a test recording's
+instructions from QEMU; its flash budget (FLASH_BUDGET, with the measured shapes
+beside it) lies between the shapes of that space, so some trials are rejected
+before training and others complete. The loader is instrumented: every read of a test recording's
 samples is logged, and none may happen before the seed runs (not run here).
 """
 
@@ -212,6 +211,30 @@ def test_forecaster_arrays_are_the_train_stages() -> None:
     want = fit_arrays(cfg, [preprocess.normalize(series, a.scale, mean, std)])
     for k in ("x_train", "y_train", "x_val", "y_val", "sample_weight"):
         np.testing.assert_array_equal(getattr(a, k), want[k], err_msg=k)
+
+
+def test_probe_model_has_a_trained_models_requantization(tmp_path: Path) -> None:
+    """The probe's model (one epoch, then pruned) keeps every layer of a 90 % block-sparse
+    two-layer forecaster on the engine's one-step requantization, as the trained model
+    does. Untrained, the second GRU's state barely moved, its recurrent pre-activations
+    calibrated to a tiny range, 13 of its rows needed shift 0 (outside tg_fc_rq's
+    [-22, -1]) and the whole layer fell back to dense TFLM requantization: the probe
+    measured 84,160 M4 instructions per step against 18,760 for the trained model."""
+    from search.data import arrays
+    from search.driver import dataset_info, load_inputs
+    from search.evaluate import Context, Recipe, measure_model, warmed_pruned
+
+    cfg, tgt, data = load_inputs(ROOT / "configs" / "anomaly.toml", M4, None)
+    ctx = Context(cfg, tgt, data.sample_rate, dataset_info(data), Recipe(), tmp_path)
+    cand = Candidate(32, 16, 32, 8, 1, (16, 64), 0.9, "block4", 0.005)
+    a = arrays(data, cfg, cand.window, cand.hop)
+    mcfg = cfg.model_config(a.n_channels, a.n_outputs, cand.model())
+    model = warmed_pruned(mcfg, cand, 0, a)
+    measure_model(ctx, cand, model, mcfg, a, tmp_path / "probe", cost=False)
+    files = json.loads((tmp_path / "probe" / "firmware" / "files.json").read_text())
+    layers = files["model_data"]["weights"]
+    assert {n: w["requantize"] for n, w in layers.items()} == dict.fromkeys(layers, "one_step")
+    assert all(w["stored"] == "block_sparse" for w in layers.values())
 
 
 # --------------------------------------------------------------------------- a tiny study
