@@ -157,8 +157,12 @@ def figures(bundle: Path) -> dict:
     qat = rep["parity.json"].get("qat")
     if qat:  # the qat stage kept its model: PTQ and QAT side by side per backend
         out["ptq_vs_qat"] = qat["rows"]
-    elif (bundle / "reports" / "qat.json").is_file():
-        out["ptq_vs_qat"] = "QAT ran; validation kept the PTQ model (no QAT epoch won)"
+    else:  # the stage writes nothing when the PTQ model wins: its log says so
+        log = bundle.parent / ".stamps" / bundle.name / "qat.log"
+        said = [ln for ln in (log.read_text().splitlines() if log.is_file() else [])
+                if ln.startswith("[quantize] qat:")]  # fmt: skip
+        if said:
+            out["ptq_vs_qat"] = said[-1]
     return out
 
 
