@@ -99,6 +99,41 @@ def test_no_point_within_budget_deploys_the_dense_model(trained: Path, tmp_path:
     assert (b / "reports/prune_sweep.png").is_file()
 
 
+def test_a_forecasters_budget_is_its_validation_error_growth(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """KDD-TSAD 135 (the session's tiny forecaster bundle): the score is the validation forecast
+    MAE (the validation tail is anomaly-free: no margin or AUC can be measured there
+    without the test labels), a point's drop the % it grows over the dense model's; a
+    budget the point meets deploys it, one it misses deploys the dense model."""
+    import numpy as np
+
+    from quantize.bundle_io import load_keras
+    from quantize.prune_stage import val_score
+    from tests.support import bundle_root, make_bundle
+    from train.arrays import training_arrays
+
+    tiny = make_bundle("anomaly", bundle_root(tmp_path_factory))
+    a, b = _copy(tiny, tmp_path / "a"), _copy(tiny, tmp_path / "b")
+    fast = {**FAST, "epochs": 2, "batch_size": 256}
+    choice = choose(a, PruneSettings(**fast), [0.5], max_val_drop=1000.0, jobs=1)
+    assert choice["score"] == "validation forecast error increase (%)"
+    assert choice["chosen"]["target"] == 0.5
+    bb = Bundle.open(a)
+    d = training_arrays(bb)
+    dense = val_score(load_keras(bb, "model_float.keras"), d.x_val, d.y_val)
+    pruned = val_score(load_keras(bb, "model_pruned.keras"), d.x_val, d.y_val)
+    assert choice["dense_val_score"] == pytest.approx(dense, rel=1e-6)
+    (row,) = [r for r in bb.read_json("reports/prune.json")["sweep"] if r["target"] == 0.5]
+    assert row["val_drop"] == pytest.approx(100 * (pruned - dense) / dense, rel=1e-6)
+    assert np.isfinite(row["val_drop"])
+    # the same point under a budget just below its growth: the dense model, and why
+    tight = row["val_drop"] - 1e-3
+    miss = choose(b, PruneSettings(**fast), [0.5], max_val_drop=tight, jobs=1)
+    assert miss["chosen"] is None and f"> {tight:g}" in miss["why"]
+    assert Bundle.open(b).manifest["sparsity"]["deployed"] == "dense"
+
+
 def test_export_refuses_a_model_over_the_target(tmp_path: Path) -> None:
     """The export names the budget exceeded and by how much (a tiny bundle, a tinier chip)."""
     from firmware_export.export import ExportError, export
