@@ -30,6 +30,8 @@ class TrainSettings:
     learning_rate: float = 2e-3
     patience: int = 12
     clipnorm: float = 1.0
+    # "constant", or "cosine": epoch e of E runs at learning_rate · ½(1 + cos(π e / E))
+    lr_schedule: str = "constant"
     class_weights: bool = True
     warmup: int = 0  # forecaster: leading steps of each sequence left out of the loss
     augment_rotate_deg: float = 0.0  # random sensor rotation, degrees (0 = off)
@@ -118,6 +120,7 @@ MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("n_chan
 TRAIN_KEYS = tuple(f.name for f in fields(TrainSettings))
 SELECT_KEYS = ("enabled", "metric", "candidates")
 SELECT_METRICS = ("val_macro_f1", "val_accuracy")
+LR_SCHEDULES = ("constant", "cosine")
 THRESHOLD_KEYS = ("method", "factor")
 PRUNE_KEYS = tuple(f.name for f in fields(PruneConfig))
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -242,12 +245,17 @@ def _train(t: dict[str, Any], w: str) -> TrainSettings:
         "learning_rate": number(t, "learning_rate", w, lo=1e-9, hi=10.0, default=d.learning_rate),
         "patience": number(t, "patience", w, kind=int, lo=0, hi=100_000, default=d.patience),
         "clipnorm": number(t, "clipnorm", w, lo=1e-6, hi=1e6, default=d.clipnorm),
+        "lr_schedule": t.get("lr_schedule", d.lr_schedule),
         "class_weights": _flag(t, "class_weights", w, d.class_weights),
         "warmup": number(t, "warmup", w, kind=int, lo=0, hi=1 << 20, default=d.warmup),
         "augment_rotate_deg": number(t, "augment_rotate_deg", w, lo=0.0, hi=180.0,
                                      default=d.augment_rotate_deg),
         "augment_scale": number(t, "augment_scale", w, lo=0.0, hi=0.9, default=d.augment_scale),
     }  # fmt: skip
+    if kw["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(
+            f"{w}: lr_schedule: expected one of {list(LR_SCHEDULES)}, found {kw['lr_schedule']!r}"
+        )
     groups = t.get("augment_groups", [])
     ok = isinstance(groups, list) and all(
         isinstance(g, list) and len(g) == 3 and all(isinstance(i, int) and i >= 0 for i in g)
