@@ -171,7 +171,11 @@ def outputs(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Accuracy for a classifier; mean absolute forecast error (model units) otherwise."""
-    out = outputs(model, x)
+    return metric_of(model, outputs(model, x), y)
+
+
+def metric_of(model: keras.Model, out: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """:func:`evaluate` of outputs already computed."""
     if is_classifier(model):
         return {"accuracy": metrics.accuracy(np.asarray(y), out.argmax(axis=1))}
     return {"mae": float(np.mean(np.abs(out - np.asarray(y))))}
@@ -289,7 +293,11 @@ SCORE_NAMES = {
 
 def val_score(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """A classifier's validation macro-F1 in points (0-100); a forecaster's validation MAE."""
-    out = outputs(model, x)
+    return score_of(model, outputs(model, x), y)
+
+
+def score_of(model: keras.Model, out: np.ndarray, y: np.ndarray) -> float:
+    """:func:`val_score` of outputs already computed."""
     if is_classifier(model):
         k = int(out.shape[-1])
         return 100.0 * metrics.macro_f1(np.asarray(y), out.argmax(axis=1), k)
@@ -330,9 +338,9 @@ def choose(
     Points are tried from the sparsest down, ``jobs`` at a time side by side (default:
     one per CPU core, :mod:`quantize.prune_points`); the first that qualifies is
     deployed and denser ones not yet trained are skipped (none of them could be
-    chosen). When none qualifies, the dense model is deployed: ``model_pruned.keras`` is removed and the manifest's
-    ``sparsity`` section and ``reports/prune.json`` say why. Test data is evaluated for
-    the report only, never for the choice.
+    chosen). When none qualifies, the dense model is deployed: ``model_pruned.keras``
+    is removed and the manifest's ``sparsity`` section and ``reports/prune.json`` say
+    why. Test data is evaluated for the report only, never for the choice.
     """
     from edge_runtime.targets import load_target
 
@@ -348,13 +356,14 @@ def choose(
     dense_bytes = weight_bytes(model)
 
     def row(gran: str, t: float, m: keras.Model, achieved: float, epochs: int) -> dict:
-        score = val_score(m, d.x_val, d.y_val)
+        out_val = outputs(m, d.x_val)  # one pass feeds the score and the validation metric
+        score = score_of(m, out_val, d.y_val)
         nbytes = weight_bytes(m)
         fits = target is None or nbytes <= target.flash_bytes
         drop = drop_of(task, dense_score, score)
         return {"granularity": gran, "target": t, "achieved": achieved, "metric": metric,
-                **{k: evaluate(m, x, y)[metric] for k, x, y in (("val", d.x_val, d.y_val),
-                                                              ("test", d.x_test, d.y_test))},
+                "val": metric_of(m, out_val, d.y_val)[metric],
+                "test": evaluate(m, d.x_test, d.y_test)[metric],
                 "epochs_run": epochs, "val_score": score, "val_drop": drop,
                 "weight_bytes": nbytes, "fits_target": fits,
                 "qualifies": fits and drop <= budget}  # fmt: skip
