@@ -187,8 +187,9 @@ def test_a_classifier_at_chance_is_named() -> None:
 
 def test_cosine_schedule_sets_each_epochs_rate_and_is_refused_misspelled(tmp_path: Path) -> None:
     """The rate the optimizer holds during each epoch of a real fit equals
-    lr · ½(1 + cos(π e / E)) (float32 variable: 1e-7 relative), and a schedule the
-    trainer does not know is one line naming file and field."""
+    lr · ½(1 + cos(π e / E)) (float32 variable: 1e-7 relative), every epoch runs and the
+    last weights are kept; a schedule the trainer does not know, or a patience it
+    would ignore, is one line naming file and field."""
     import keras
 
     from train.config import TrainSettings
@@ -196,19 +197,25 @@ def test_cosine_schedule_sets_each_epochs_rate_and_is_refused_misspelled(tmp_pat
     from train.model import ModelConfig
 
     seen: list[float] = []
+    last: list[np.ndarray] = []
 
     class Rate(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
             if batch == 0:
                 seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            last[:] = self.model.get_weights()
+
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 6, 3)).astype(np.float32), np.arange(16) % 2
     settings = TrainSettings(epochs=4, patience=4, batch_size=8, learning_rate=0.01,
                              lr_schedule="cosine")  # fmt: skip
     mcfg = ModelConfig(n_channels=3, n_outputs=2, gru_units=(4,))
-    _, hist = fit_model(mcfg, settings, x, y, x, y, desc="cosine", callbacks=[Rate()])
-    assert hist["epochs_run"] == 4
+    model, hist = fit_model(mcfg, settings, x, y, x, y, desc="cosine", callbacks=[Rate()])
+    assert hist["epochs_run"] == hist["best_epoch"] == 4  # every epoch, the last one kept
+    for kept, at_end in zip(model.get_weights(), last, strict=True):
+        np.testing.assert_array_equal(kept, at_end)
     np.testing.assert_allclose(seen, [0.01, 0.01 * 0.5 * (1 + np.cos(np.pi / 4)), 0.005,
                                       0.01 * 0.5 * (1 + np.cos(3 * np.pi / 4))], rtol=1e-7)  # fmt: skip
     seen.clear()
@@ -219,4 +226,8 @@ def test_cosine_schedule_sets_each_epochs_rate_and_is_refused_misspelled(tmp_pat
     p = tmp_path / "c.toml"
     p.write_text("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[train]\nlr_schedule = 'cosin'\n")
     with pytest.raises(ConfigError, match=r"c.toml: \[train\]: lr_schedule: expected one of"):
+        load_config(p)
+    p.write_text("name = 'x'\n[data]\nwindow = 8\nhop = 4\n[train]\nlr_schedule = 'cosine'\n"
+                 "patience = 5\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\[train\]: patience: has no effect"):
         load_config(p)

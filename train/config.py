@@ -30,7 +30,8 @@ class TrainSettings:
     learning_rate: float = 2e-3
     patience: int = 12
     clipnorm: float = 1.0
-    # "constant", or "cosine": epoch e of E runs at learning_rate · ½(1 + cos(π e / E))
+    # "constant" (early stopping on validation loss, best epoch kept), or "cosine":
+    # epoch e of E runs at learning_rate · ½(1 + cos(π e / E)), all E run, last kept
     lr_schedule: str = "constant"
     class_weights: bool = True
     warmup: int = 0  # forecaster: leading steps of each sequence left out of the loss
@@ -255,6 +256,11 @@ def _train(t: dict[str, Any], w: str) -> TrainSettings:
     if kw["lr_schedule"] not in LR_SCHEDULES:
         raise ConfigError(
             f"{w}: lr_schedule: expected one of {list(LR_SCHEDULES)}, found {kw['lr_schedule']!r}"
+        )
+    if kw["lr_schedule"] == "cosine" and "patience" in t:
+        raise ConfigError(
+            f"{w}: patience: has no effect with lr_schedule = 'cosine' (every epoch runs and "
+            f"the last weights are kept); remove it or use lr_schedule = 'constant'"
         )
     groups = t.get("augment_groups", [])
     ok = isinstance(groups, list) and all(
