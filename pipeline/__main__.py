@@ -38,6 +38,7 @@ from pipeline.stages import (
 )
 
 REPORT_TASK = "all"
+ALONGSIDE_NICENESS = 10  # the priority of the chains that run beside the first task's
 
 
 def _env() -> dict[str, str]:
@@ -117,11 +118,13 @@ def _run_chains(
 ) -> list[str]:
     """Run each task's chain (``None``: only its stamped link); returns the tasks' links.
 
-    With ``alongside``, every task after the first runs at the same time as the first
-    (one training process keeps about one core busy; the anomaly chain takes ~70 s
-    next to har's ~10 minutes): its lines are held and printed once the first task
-    is done, so the first task's live progress line stays readable. A failure in any
-    chain is raised after every chain has stopped.
+    With ``alongside``, every task after the first runs at the same time as the first,
+    at a lower CPU priority (``ALONGSIDE_NICENESS``): the first task's chain is the
+    longer one (har's ~10 minutes against the anomaly chain's ~2 minutes of CPU), so
+    the others take the cycles it leaves idle (its single-threaded stages, the gaps of
+    its training) instead of slowing its training. Their lines are held and printed
+    once the first task is done, so the first task's live progress line stays
+    readable. A failure in any chain is raised after every chain has stopped.
     """
 
     def chain(task: str, stages: list[Stage], opts: dict[str, Any]) -> str:
@@ -138,7 +141,8 @@ def _run_chains(
     with ThreadPoolExecutor(max_workers=len(rest)) as pool:
         futures = {
             task: pool.submit(chain, task, stages, {**chain_opts, "out": held[task].append,
-                                                    "started": None, "progress": None})
+                                                    "started": None, "progress": None,
+                                                    "niceness": ALONGSIDE_NICENESS})
             for task, stages in rest
         }  # fmt: skip
         chain_opts["out"](f"[{', '.join(held)}] running alongside [{first}]: lines follow")

@@ -327,16 +327,19 @@ def _execute(
     env: Mapping[str, str] | None,
     verbose: bool,
     progress: Callable[[str], None] | None = None,
+    niceness: int = 0,
 ) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
+    # A lower priority is set by exec'ing through nice(1), before the stage starts a thread.
+    argv = [*(["nice", "-n", str(niceness)] if niceness else []), *stage.argv]
     try:
         if verbose:
-            proc = subprocess.run(list(stage.argv), cwd=cwd, env=env, check=False)
+            proc = subprocess.run(argv, cwd=cwd, env=env, check=False)
         else:
             with open(log, "wb") as f:
                 proc = subprocess.Popen(
-                    list(stage.argv),
+                    argv,
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -404,6 +407,7 @@ def run_chain(
     out: Callable[[str], None] = print,
     started: Callable[[str], None] | None = None,
     progress: Callable[[str, str], None] | None = None,
+    niceness: int = 0,
 ) -> tuple[str, list[Outcome]]:
     """Run ``stages`` in order for ``task``; returns the last stage's link and the outcomes.
 
@@ -413,7 +417,8 @@ def run_chain(
     fails, after printing its output. Each stage prints one line through ``out``;
     ``started`` (if given) is called with that line's beginning before a stage runs,
     and ``progress`` every half second while it runs with that beginning and the
-    stage's latest output line (its progress bar).
+    stage's latest output line (its progress bar). ``niceness`` > 0 runs the stages at
+    that lower CPU priority (what they compute is the same).
     """
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
@@ -453,7 +458,8 @@ def run_chain(
         t0 = time.monotonic()
         try:
             tick = None if progress is None else (lambda text, h=head: progress(h, text))
-            _execute(stage, task=task, log=log, cwd=cwd, env=env, verbose=verbose, progress=tick)
+            _execute(stage, task=task, log=log, cwd=cwd, env=env, verbose=verbose, progress=tick,
+                     niceness=niceness)  # fmt: skip
         except StageFailed as e:
             out(f"{head} failed (exit {e.returncode})")
             if e.log is not None:

@@ -21,8 +21,10 @@ from pipeline.stages import ROOT, report_stage, task_stages
 # does), and appends its name to runs.txt outside the bundle, so the tests count the
 # processes that really ran.
 STEP = r"""
-import json, pathlib, sys, time
+import json, os, pathlib, sys, time
 bundle, name, prev, code, runs = sys.argv[1:6]
+with open(runs + ".nice", "a") as f:
+    f.write(f"{os.nice(0)}\n")
 b = pathlib.Path(bundle)
 b.mkdir(exist_ok=True)
 if pathlib.Path(code).read_text().startswith("fail"):
@@ -198,10 +200,11 @@ def test_failed_stage_leaves_no_stamp_and_names_itself(chain: Chain) -> None:
 
 
 def test_tasks_run_alongside_with_their_lines_held(tmp_path: Path) -> None:
-    """Two tasks' chains at once (``make demo``): both complete, the second task's lines
-    come after the first's, never between them; a failure in the second is raised once
-    the first is done, with its output shown."""
-    from pipeline.__main__ import _run_chains
+    """Two tasks' chains at once (``make demo``): both complete, the second task's
+    processes run at a lower priority (niceness 10 more), its lines come after the
+    first's, never between them; a failure in the second is raised once the first is
+    done, with its output shown."""
+    from pipeline.__main__ import ALONGSIDE_NICENESS, _run_chains
 
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
@@ -210,6 +213,8 @@ def test_tasks_run_alongside_with_their_lines_held(tmp_path: Path) -> None:
     chains = [("one", first.stages(), ""), ("two", second.stages(), "")]
     links = _run_chains(chains, tmp_path / "stamps", alongside=True, out=lines.append)
     assert len(links) == 2 and all(links) and first.ran() == second.ran() == list(NAMES)
+    nice = [[int(v) for v in Path(f"{c.runs}.nice").read_text().split()] for c in (first, second)]
+    assert nice[1] == [min(19, v + ALONGSIDE_NICENESS) for v in nice[0]] and ALONGSIDE_NICENESS > 0
     tasks = [line.split("]")[0] for line in lines if line.endswith(" s")]
     assert tasks == ["[one"] * 3 + ["[two"] * 3, lines
     (second.tmp / "src" / "b" / "code.py").write_text("fail")
