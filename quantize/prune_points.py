@@ -13,6 +13,8 @@ trains it (``tests/test_prune_choice.py`` compares them).
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -70,7 +72,12 @@ def train_points(
     spawn = get_context("spawn")  # TensorFlow's threads do not survive a fork
     with tempfile.TemporaryDirectory(prefix="tinygru-prune-") as tmp:
         outs = [str(Path(tmp) / f"point{i}.keras") for i in range(len(points))]
-        with ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=spawn) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(points)),
+            mp_context=spawn,
+            initializer=end_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [
                 pool.submit(_point, str(bundle_dir), data_path, s.to_dict(), out, i)
                 for i, (s, out) in enumerate(zip(points, outs, strict=True))
@@ -80,6 +87,24 @@ def train_points(
             (keras.models.load_model(out, safe_mode=True, compile=False), rep)
             for out, rep in zip(outs, reports, strict=True)
         ]
+
+
+def end_with_parent(parent: int) -> None:
+    """Worker initializer: the worker ends when the process that started it does.
+
+    A stage killed by a signal it cannot handle (SIGTERM from a job runner, SIGKILL)
+    would otherwise leave its workers training to the end of their point on the
+    cores the next job needs. On Linux the kernel sends the worker SIGTERM when its
+    parent dies (``prctl(PR_SET_PDEATHSIG)``); a parent gone before that call is
+    noticed by the worker's parent pid. Elsewhere only the second check applies.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _point(

@@ -81,6 +81,61 @@ def test_points_trained_side_by_side_give_the_same_models(trained: Path, tmp_pat
     assert all(np.array_equal(a, b) for a, b in zip(w1, w2, strict=True))
 
 
+# A stage process that starts one sweep worker the way train_points does, prints the
+# worker's pid and then waits for the test to kill it.
+STAGE = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from quantize.prune_points import end_with_parent
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=end_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 600)
+        time.sleep(600)
+"""
+
+
+def test_a_killed_stage_takes_its_sweep_workers_with_it(tmp_path: Path) -> None:
+    """SIGKILL to the stage process ends its worker too (before: the worker trained its
+    point to the end on the cores the next job needed). Checked by the worker's process
+    state, polled for up to 60 s; a worker alive after that is the failure."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    stage = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             env=env, cwd=root)  # fmt: skip
+    try:
+        worker = int(stage.stdout.readline())
+
+        def alive() -> bool:
+            try:
+                state = Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0]
+            except (FileNotFoundError, IndexError):
+                return False
+            return state not in ("Z", "X")  # a zombie has ended, only not yet reaped
+
+        assert alive()
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+        for _ in range(600):
+            if not alive():
+                break
+            time.sleep(0.1)
+        assert not alive(), f"worker {worker} outlived its killed stage"
+    finally:
+        stage.kill()
+        stage.wait()
+
+
 def test_no_point_within_budget_deploys_the_dense_model(trained: Path, tmp_path: Path) -> None:
     b = _copy(trained, tmp_path / "b")
     choose(b, PruneSettings(**FAST), [0.8], max_val_drop=100.0)  # a pruned model first
