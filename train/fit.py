@@ -160,12 +160,13 @@ def fit_model(
     With a constant learning rate, training stops after ``patience`` epochs without a
     lower validation loss and the best epoch's weights are kept. With the cosine
     schedule every epoch runs and the last weights are kept: on HAPT (default model,
-    seeds 0-3, a diagnostic run logging test accuracy per epoch) the validation loss of 3 subjects stopped rising with accuracy long
-    before the end (seed 2: lowest at epoch 10, test 91.4 %; epoch 60: 94.8 %), so
-    restoring its best epoch would undo the schedule's settling.
+    a diagnostic run logging test accuracy per epoch) the validation loss of the three
+    validation subjects stopped falling long before accuracy stopped rising (seed 2:
+    lowest at epoch 10, test 91.4 %; epoch 60: 94.8 %), so restoring its best epoch
+    would undo what the end of the schedule settles.
 
-    ``callbacks`` run after the schedule (or early stopping) and the progress bar (e.g. per-epoch
-    reports of a model search).
+    ``callbacks`` run after the schedule (or early stopping) and the progress bar
+    (e.g. per-epoch reports of a model search).
     """
     configure_tf()
     keras.utils.set_random_seed(settings.seed)
