@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -318,6 +319,20 @@ def last_status(log: Path, tail: int = 4096) -> str:
     return ""
 
 
+def launcher(niceness: int = 0) -> list[str]:
+    """What a stage's argv runs behind, each exec'ing the next before the stage starts.
+
+    ``setpriv --pdeathsig TERM`` (util-linux) asks the kernel to send the stage SIGTERM
+    when the pipeline that started it dies, so a pipeline killed by a job runner's
+    timeout does not leave its stage running on (and writing into the bundle); a
+    pipeline that is only interrupted (SIGINT) waits for its stage as before. Where
+    ``setpriv`` is missing, stages run without it. ``nice -n`` lowers the stage's
+    CPU priority when ``niceness`` > 0.
+    """
+    out = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+    return out + (["nice", "-n", str(niceness)] if niceness else [])
+
+
 def _execute(
     stage: Stage,
     *,
@@ -331,8 +346,7 @@ def _execute(
 ) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
-    # A lower priority is set by exec'ing through nice(1), before the stage starts a thread.
-    argv = [*(["nice", "-n", str(niceness)] if niceness else []), *stage.argv]
+    argv = [*launcher(niceness), *stage.argv]
     try:
         if verbose:
             proc = subprocess.run(argv, cwd=cwd, env=env, check=False)

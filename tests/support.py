@@ -183,3 +183,23 @@ def edited(src: Path, dst: Path, edit: Callable[[dict], object]) -> Path:
     edit(m)
     path.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     return dst
+
+
+def outlives(pid: int, seconds: float = 60.0) -> bool:
+    """Whether process ``pid`` is still running after up to ``seconds`` (polled every
+    0.1 s; a zombie has ended, it is only not yet reaped). A liveness check with a
+    generous bound, not a measure of speed."""
+    import time
+
+    def running() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (FileNotFoundError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    for _ in range(int(seconds * 10)):
+        if not running():
+            return False
+        time.sleep(0.1)
+    return running()

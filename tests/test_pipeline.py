@@ -226,6 +226,46 @@ def test_tasks_run_alongside_with_their_lines_held(tmp_path: Path) -> None:
     assert lines.index("[one] c ... skipped (cached)") < lines.index("[two] b ... failed (exit 3)")
 
 
+# A pipeline process running one stage that prints its pid and sleeps.
+PIPELINE = """
+import sys
+from pathlib import Path
+from pipeline.cache import Stage, run_chain
+tmp = Path(sys.argv[1])
+code = "import os, time; print(os.getpid(), flush=True); time.sleep(600)"
+stage = Stage("sleep", (sys.executable, "-c", code), tmp / "bundle")
+run_chain([stage], task="t", stamp_dir=tmp / "stamps", verbose=True, out=lambda line: None)
+"""
+
+
+def test_a_killed_pipeline_takes_its_running_stage_with_it(tmp_path: Path) -> None:
+    """SIGKILL to ``python -m pipeline`` ends the stage it was running (the stage gets
+    SIGTERM from the kernel; before, it ran on, orphaned, and went on writing into its
+    bundle). Checked by the stage's process state, polled for up to 60 s."""
+    import os
+    import signal
+    import subprocess
+
+    from pipeline.cache import launcher
+    from tests.support import outlives
+
+    assert launcher()[:3] == ["setpriv", "--pdeathsig", "TERM"]  # util-linux is on Debian
+    script = tmp_path / "pipe.py"
+    script.write_text(PIPELINE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    pipe = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT)  # fmt: skip
+    try:
+        stage = int(pipe.stdout.readline())
+        assert outlives(stage, 0.5)
+        pipe.send_signal(signal.SIGKILL)
+        pipe.wait()
+        assert not outlives(stage), f"stage {stage} outlived its killed pipeline"
+    finally:
+        pipe.kill()
+        pipe.wait()
+
+
 def test_stage_that_cannot_start_fails_with_its_name(chain: Chain) -> None:
     missing = chain.tmp / "no-such-program"
     stage = Stage("x", (str(missing),), chain.bundle)

@@ -13,7 +13,7 @@ import pytest
 from edge_runtime.bundle import Bundle
 from quantize.prune import PruneSettings
 from quantize.prune_stage import choose
-from tests.support import small_config
+from tests.support import outlives, small_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"epochs": 4, "patience": 2, "batch_size": 16, "granularity": "block4"}
@@ -105,7 +105,6 @@ def test_a_killed_stage_takes_its_sweep_workers_with_it(tmp_path: Path) -> None:
     import signal
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "stage.py"
     script.write_text(STAGE)
@@ -115,22 +114,10 @@ def test_a_killed_stage_takes_its_sweep_workers_with_it(tmp_path: Path) -> None:
                              env=env, cwd=root)  # fmt: skip
     try:
         worker = int(stage.stdout.readline())
-
-        def alive() -> bool:
-            try:
-                state = Path(f"/proc/{worker}/stat").read_text().split(") ")[1][0]
-            except (FileNotFoundError, IndexError):
-                return False
-            return state not in ("Z", "X")  # a zombie has ended, only not yet reaped
-
-        assert alive()
+        assert outlives(worker, 0.5)
         stage.send_signal(signal.SIGKILL)
         stage.wait()
-        for _ in range(600):
-            if not alive():
-                break
-            time.sleep(0.1)
-        assert not alive(), f"worker {worker} outlived its killed stage"
+        assert not outlives(worker), f"worker {worker} outlived its killed stage"
     finally:
         stage.kill()
         stage.wait()
